@@ -1,0 +1,591 @@
+//! The wire format of HTTP API v1: every request and response body.
+//!
+//! The server ([`crate::http`]) and the client library ([`crate::client`]) share these types,
+//! so they cannot drift apart, and `/v1/openapi.json` is generated from them. Core types stay
+//! free of serde; conversions live next to the handlers that need them.
+//!
+//! JSON values a user owns (payload, progress, result) travel as raw JSON text and are never
+//! re-encoded. Timestamps are RFC 3339 strings in UTC. Ids and lease tokens are opaque strings.
+//! Request bodies refuse unknown fields, so a misspelt option is an error, not a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+/// A JSON value owned by the user, kept as text.
+pub type Json = Box<RawValue>;
+
+/// An RFC 9457 problem: every error answer has this body, as `application/problem+json`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Problem {
+    /// A URI naming the kind of problem; see `docs/problems.md`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong this time, in one line.
+    pub detail: String,
+    /// A stable snake_case name clients can match on, e.g. `stale_lease`.
+    pub code: String,
+    /// The request field at fault, as a path (`priority`, `jobs[3].payload`), when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `POST /v1/queues/{queue}/jobs`: one job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The job type, e.g. `render_pdf` (1–256 characters).
+    pub kind: String,
+    /// Any JSON value (at most 256 KiB by default); `null` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub payload: Option<Json>,
+    /// Higher runs first; -1,000,000 to 1,000,000; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Run no sooner than this many milliseconds from now (up to one year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<i64>,
+    /// Run no sooner than this RFC 3339 time (exclusive with `delay_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// Attempts allowed, overriding the queue's policy (1–1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i64>,
+    /// How long one attempt may run before the worker kills it, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i64>,
+    /// A second enqueue with the same key on the same queue returns the first job (200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// A string map carried to the worker: correlation ids, `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v1/queues/{queue}/jobs/batch`: many jobs in one transaction.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEnqueueRequest {
+    /// The jobs (at most 10,000 by default).
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+/// The answer to a batch enqueue.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchEnqueueResponse {
+    /// The job ids, in request order (an idempotent hit gives the existing job's id).
+    pub ids: Vec<String>,
+    /// How many jobs were created (the rest were idempotent hits).
+    pub created: usize,
+}
+
+/// A job without its payload, progress, result and errors.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobSummaryView {
+    /// Its id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its type.
+    pub kind: String,
+    /// `scheduled`, `ready`, `running`, `succeeded`, `dead` or `canceled`.
+    pub state: String,
+    /// Its priority.
+    pub priority: i32,
+    /// When it became (or becomes) ready.
+    pub run_at: String,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Its own attempt limit, if it overrides the queue's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Its idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When it was enqueued.
+    pub created_at: String,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// One failed attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptErrorView {
+    /// When it failed.
+    pub at: String,
+    /// Which attempt.
+    pub attempt: u32,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A whole job.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Its id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its type.
+    pub kind: String,
+    /// Its state.
+    pub state: String,
+    /// Its payload.
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    /// Its priority.
+    pub priority: i32,
+    /// When it became (or becomes) ready.
+    pub run_at: String,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Its idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The latest progress reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Json>,
+    /// The result of the successful attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Json>,
+    /// One entry per failed attempt, oldest first.
+    pub errors: Vec<AttemptErrorView>,
+    /// A cancel was requested while it ran.
+    pub cancel_requested: bool,
+    /// When the current lease expires, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
+    /// The worker that holds (or last held) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// When it was enqueued.
+    pub created_at: String,
+    /// When its latest attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Bumped on every change; the event id on its progress stream.
+    pub version: u64,
+}
+
+/// `GET /v1/queues/{queue}/jobs`: one page, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobListResponse {
+    /// The jobs.
+    pub jobs: Vec<JobSummaryView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/queues/{queue}/jobs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobListQuery {
+    /// Only jobs in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Page size, 1–1000; default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `POST /v1/lease`: a worker asks for work.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Who asks (1–256 characters); shown on the jobs it holds.
+    pub worker_id: String,
+    /// Queues to take from (1–32); the highest priority across them goes first.
+    pub queues: Vec<String>,
+    /// Most jobs to take, 1–1000; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+    /// Wait up to this long for a job when none is ready (long poll), 0–60,000 ms; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<i64>,
+    /// Lease duration, overriding the queue's (100 ms – 12 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<i64>,
+}
+
+/// A job handed to a worker.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeasedJobView {
+    /// Its id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its type.
+    pub kind: String,
+    /// Its payload.
+    #[schema(value_type = Object)]
+    pub payload: Json,
+    /// This attempt, from 1.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Its priority.
+    pub priority: i32,
+    /// Present with every heartbeat, completion, failure and release of this attempt.
+    pub lease_token: String,
+    /// When the lease runs out unless extended.
+    pub lease_expires_at: String,
+    /// How long this attempt may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The answer to a lease request.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LeaseResponse {
+    /// The jobs leased; empty when none was ready within `wait_ms`.
+    pub jobs: Vec<LeasedJobView>,
+}
+
+/// `POST /v1/jobs/{id}/heartbeat`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The lease's token.
+    pub lease_token: String,
+    /// Extend the lease to this many milliseconds from now; default the lease's own duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_ms: Option<i64>,
+    /// Progress to record and stream: any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Json>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    /// The new expiry.
+    pub lease_expires_at: String,
+    /// Stop the handler: the job was canceled.
+    pub cancel_requested: bool,
+}
+
+/// `POST /v1/jobs/{id}/complete`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// The lease's token.
+    pub lease_token: String,
+    /// The result: any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Json>,
+}
+
+/// `POST /v1/jobs/{id}/fail`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// The lease's token.
+    pub lease_token: String,
+    /// What went wrong (kept up to 8 KiB, the end if longer).
+    pub error: String,
+    /// False makes the job dead now, whatever attempts are left; default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// Retry after this many milliseconds instead of the backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<i64>,
+}
+
+/// `POST /v1/jobs/{id}/release`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The lease's token.
+    pub lease_token: String,
+}
+
+/// Where a job went after a completion, failure or release.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SettledView {
+    /// The job.
+    pub id: String,
+    /// Its new state.
+    pub state: String,
+    /// When it runs again, if it was scheduled for a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+}
+
+/// A completion inside `POST /v1/ack`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckComplete {
+    /// The job.
+    pub id: String,
+    /// The lease's token.
+    pub lease_token: String,
+    /// The result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Json>,
+}
+
+/// A failure inside `POST /v1/ack`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckFail {
+    /// The job.
+    pub id: String,
+    /// The lease's token.
+    pub lease_token: String,
+    /// What went wrong.
+    pub error: String,
+    /// False makes the job dead now; default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// Retry after this many milliseconds instead of the backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<i64>,
+}
+
+/// `POST /v1/ack`: many completions and failures in one transaction.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Successful attempts.
+    #[serde(default)]
+    pub complete: Vec<AckComplete>,
+    /// Failed attempts.
+    #[serde(default)]
+    pub fail: Vec<AckFail>,
+}
+
+/// The outcome of one item of an acknowledgement.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AckItemResult {
+    /// The job.
+    pub id: String,
+    /// Its new state, when the item was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the item was refused (e.g. `stale_lease`); other items are unaffected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// The answer to `POST /v1/ack`, item by item in request order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AckResponse {
+    /// One per completion.
+    pub complete: Vec<AckItemResult>,
+    /// One per failure.
+    pub fail: Vec<AckItemResult>,
+}
+
+/// The answer to a cancel.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    /// The job.
+    pub id: String,
+    /// `canceled`, or `running` while its worker is told to stop.
+    pub state: String,
+    /// The job was running and is flagged: it ends `canceled` when the worker stops it.
+    pub cancel_requested: bool,
+}
+
+/// Jobs per state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Waiting for their time.
+    pub scheduled: u64,
+    /// Ready to lease.
+    pub ready: u64,
+    /// Leased.
+    pub running: u64,
+    /// Finished successfully.
+    pub succeeded: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Canceled.
+    pub canceled: u64,
+}
+
+/// Retry backoff: exponential with full jitter.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackoffView {
+    /// Upper bound of the first retry's delay.
+    pub base_ms: u64,
+    /// Growth per attempt.
+    pub factor: f64,
+    /// Largest delay.
+    pub cap_ms: u64,
+}
+
+/// A queue's policy.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PolicyView {
+    /// Lease duration.
+    pub lease_ms: u64,
+    /// Attempts before a job is dead.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: BackoffView,
+    /// How long finished jobs are kept.
+    pub retention_ms: u64,
+    /// Most jobs running at once, if limited.
+    pub concurrency: Option<u32>,
+    /// Most jobs started per second, if limited.
+    pub rate: Option<f64>,
+    /// Hands out no jobs while true.
+    pub paused: bool,
+}
+
+/// A queue with its counts and policy.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    /// Its name.
+    pub name: String,
+    /// Jobs per state.
+    pub counts: StateCounts,
+    /// When the oldest ready job became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ready_at: Option<String>,
+    /// Its policy.
+    pub policy: PolicyView,
+}
+
+/// `GET /v1/queues`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueListResponse {
+    /// Every queue, by name.
+    pub queues: Vec<QueueView>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// `PUT /v1/queues/{queue}`: creates the queue or changes the fields given.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePolicyRequest {
+    /// Lease duration, 100 ms – 12 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<i64>,
+    /// Attempts before a job is dead, 1–1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i64>,
+    /// Backoff base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<i64>,
+    /// Backoff growth per attempt, 1–10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_factor: Option<f64>,
+    /// Backoff cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_cap_ms: Option<i64>,
+    /// How long finished jobs are kept, 1 s – 10 years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    /// Most jobs running at once; `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>)]
+    pub concurrency: Option<Option<i64>>,
+    /// Most jobs started per second; `null` removes the limit.
+    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub rate: Option<Option<f64>>,
+    /// Pause or resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// `POST /v1/queues/{queue}/redrive`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// These dead jobs; every dead job of the queue when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// The answer to a redrive.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RedriveResponse {
+    /// How many jobs went back to `ready`.
+    pub redriven: usize,
+    /// Which.
+    pub ids: Vec<String>,
+}
+
+/// The data of one event on a progress stream.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobEventView {
+    /// The job.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// `created`, `state` or `progress`.
+    pub event: String,
+    /// The job's state after the change.
+    pub state: String,
+    /// Its attempt after the change.
+    pub attempt: u32,
+    /// The job's version after the change.
+    pub version: u64,
+    /// When it happened.
+    pub at: String,
+    /// The progress reported, on `progress` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<Json>,
+    /// The result, on the `state` event of a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Json>,
+    /// The error of the failed attempt that caused this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the next attempt may start, after a retry was scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+}
+
+/// `GET /health`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+}

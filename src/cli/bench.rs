@@ -1,0 +1,401 @@
+//! `wharf bench`: measures a running server over its public API.
+//!
+//! Four measurements, each on its own fresh queue so runs do not mix:
+//! - **enqueue**: one job per request, `--in-flight` requests at once;
+//! - **batch**: `--batch` jobs per request;
+//! - **e2e**: pre-enqueued no-op jobs leased `--lease-batch` at a time by `--workers` loops and
+//!   acknowledged with one `/v1/ack` per lease;
+//! - **pickup**: at `--pickup-rate` jobs per second, the time from sending an enqueue to a
+//!   long-polling worker holding the job (so it includes the enqueue's own round trip).
+//!
+//! Every job is acknowledged durably, as configured on the server; nothing is skipped. The
+//! bench queues keep their jobs for one minute, then the server prunes them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+
+use super::ClientArgs;
+use super::output;
+use crate::api::{AckComplete, AckRequest, BatchEnqueueRequest, EnqueueRequest, LeaseRequest, QueuePolicyRequest};
+use crate::client::Client;
+
+/// A measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// One job per request.
+    Enqueue,
+    /// Batches of jobs per request.
+    Batch,
+    /// Lease, run (no-op) and acknowledge pre-enqueued jobs.
+    E2e,
+    /// Ready-to-leased latency at a low rate.
+    Pickup,
+}
+
+/// `wharf bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Which measurements to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "enqueue,batch,e2e,pickup")]
+    pub only: Vec<Measure>,
+    /// Jobs for the one-per-request enqueue.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: u64,
+    /// Requests in flight for the one-per-request enqueue.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    /// Jobs per batch request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Jobs for the batched enqueue.
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_jobs: u64,
+    /// Jobs for the end-to-end run.
+    #[arg(long, default_value_t = 100_000)]
+    pub e2e_jobs: u64,
+    /// Lease-and-acknowledge loops in the end-to-end run.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Jobs per lease in the end-to-end run.
+    #[arg(long, default_value_t = 100)]
+    pub lease_batch: i64,
+    /// Jobs per second in the pickup run.
+    #[arg(long, default_value_t = 100)]
+    pub pickup_rate: u64,
+    /// Jobs in the pickup run.
+    #[arg(long, default_value_t = 1_000)]
+    pub pickup_jobs: u64,
+}
+
+/// One line of the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    /// What was measured.
+    pub measure: Measure,
+    /// How, in words.
+    pub setting: String,
+    /// Jobs.
+    pub jobs: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Jobs per second.
+    pub jobs_per_second: f64,
+    /// Median latency (per request, or pickup), in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("constant bounds are valid")
+}
+
+fn bar(len: u64, label: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+fn row(measure: Measure, setting: String, jobs: u64, elapsed: Duration, hist: &Histogram<u64>) -> BenchRow {
+    let seconds = elapsed.as_secs_f64();
+    BenchRow {
+        measure,
+        setting,
+        jobs,
+        seconds,
+        jobs_per_second: if seconds > 0.0 { jobs as f64 / seconds } else { 0.0 },
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    }
+}
+
+fn payload(seq: u64) -> Box<RawValue> {
+    RawValue::from_string(format!("{{\"seq\":{seq}}}")).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+async fn prepare_queue(client: &Client, queue: &str) -> anyhow::Result<()> {
+    let policy = QueuePolicyRequest { retention_ms: Some(60_000), ..QueuePolicyRequest::default() };
+    client.queue_put(queue, &policy).await.with_context(|| format!("cannot create bench queue {queue}"))?;
+    Ok(())
+}
+
+/// Runs the selected measurements and prints the summary.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client.server)?;
+    let quiet = args.client.json;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if !quiet {
+        println!("wharf bench against {} ({cores} cores here)", client.base());
+    }
+    let mut rows = Vec::new();
+    for measure in &args.only {
+        let queue = format!("bench-{stamp}-{}", format!("{measure:?}").to_lowercase());
+        prepare_queue(&client, &queue).await?;
+        let row = match measure {
+            Measure::Enqueue => enqueue(&client, &queue, &args, quiet).await?,
+            Measure::Batch => batch(&client, &queue, &args, quiet).await?,
+            Measure::E2e => e2e(&client, &queue, &args, quiet).await?,
+            Measure::Pickup => pickup(&client, &queue, &args, quiet).await?,
+        };
+        rows.push(row);
+    }
+    if quiet {
+        output::json(&rows)?;
+        return Ok(());
+    }
+    let mut t = output::table(&["MEASUREMENT", "SETTING", "JOBS", "SECONDS", "JOBS/S", "P50", "P99"]);
+    for r in &rows {
+        t.add_row(vec![
+            format!("{:?}", r.measure).to_lowercase(),
+            r.setting.clone(),
+            r.jobs.to_string(),
+            format!("{:.2}", r.seconds),
+            format!("{:.0}", r.jobs_per_second),
+            format!("{:.2} ms", r.p50_ms),
+            format!("{:.2} ms", r.p99_ms),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let next = Arc::new(AtomicU64::new(0));
+    let progress = bar(args.jobs, "enqueue", quiet);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.in_flight.max(1) {
+        let (client, queue, next, progress, total) =
+            (client.clone(), queue.to_owned(), Arc::clone(&next), progress.clone(), args.jobs);
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= total {
+                    return Ok::<_, anyhow::Error>(hist);
+                }
+                let job =
+                    EnqueueRequest { kind: "noop".into(), payload: Some(payload(seq)), ..EnqueueRequest::default() };
+                let sent = Instant::now();
+                client.enqueue(&queue, &job).await?;
+                let _ = hist.record(sent.elapsed().as_micros() as u64);
+                progress.inc(1);
+            }
+        }));
+    }
+    let mut hist = histogram();
+    for task in tasks {
+        hist.add(task.await??).ok();
+    }
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    Ok(row(Measure::Enqueue, format!("1 per request, {} in flight", args.in_flight), args.jobs, elapsed, &hist))
+}
+
+async fn enqueue_batches(
+    client: &Client,
+    queue: &str,
+    jobs: u64,
+    batch: usize,
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Histogram<u64>> {
+    let batch = batch.max(1) as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight.max(1) {
+        let (client, queue, next, progress) = (client.clone(), queue.to_owned(), Arc::clone(&next), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= jobs {
+                    return Ok::<_, anyhow::Error>(hist);
+                }
+                let last = (first + batch).min(jobs);
+                let req = BatchEnqueueRequest {
+                    jobs: (first..last)
+                        .map(|seq| EnqueueRequest {
+                            kind: "noop".into(),
+                            payload: Some(payload(seq)),
+                            ..EnqueueRequest::default()
+                        })
+                        .collect(),
+                };
+                let sent = Instant::now();
+                client.enqueue_batch(&queue, &req).await?;
+                let _ = hist.record(sent.elapsed().as_micros() as u64);
+                progress.inc(last - first);
+            }
+        }));
+    }
+    let mut hist = histogram();
+    for task in tasks {
+        hist.add(task.await??).ok();
+    }
+    Ok(hist)
+}
+
+async fn batch(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let progress = bar(args.batch_jobs, "batch", quiet);
+    let start = Instant::now();
+    let hist = enqueue_batches(client, queue, args.batch_jobs, args.batch, 4, &progress).await?;
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    Ok(row(Measure::Batch, format!("{} per request, 4 in flight", args.batch), args.batch_jobs, elapsed, &hist))
+}
+
+async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let loading = bar(args.e2e_jobs, "load", quiet);
+    enqueue_batches(client, queue, args.e2e_jobs, 1_000, 4, &loading).await?;
+    loading.finish_and_clear();
+    let total = args.e2e_jobs;
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = bar(total, "e2e", quiet);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.workers.max(1) {
+        let (client, queue, done, progress) = (client.clone(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        let max = args.lease_batch;
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let worker_id = format!("bench-{w}");
+            while done.load(Ordering::Relaxed) < total {
+                let sent = Instant::now();
+                let lease = LeaseRequest {
+                    worker_id: worker_id.clone(),
+                    queues: vec![queue.clone()],
+                    max: Some(max),
+                    wait_ms: Some(100),
+                    lease_ms: None,
+                };
+                let jobs = client.lease(&lease).await?.jobs;
+                if jobs.is_empty() {
+                    continue;
+                }
+                let ack = AckRequest {
+                    complete: jobs
+                        .into_iter()
+                        .map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None })
+                        .collect(),
+                    fail: Vec::new(),
+                };
+                let acked = client.ack(&ack).await?;
+                let n = acked.complete.iter().filter(|item| item.state.is_some()).count() as u64;
+                let _ = hist.record(sent.elapsed().as_micros() as u64);
+                done.fetch_add(n, Ordering::Relaxed);
+                progress.inc(n);
+            }
+            Ok::<_, anyhow::Error>(hist)
+        }));
+    }
+    let mut hist = histogram();
+    for task in tasks {
+        hist.add(task.await??).ok();
+    }
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    let setting = format!("{} workers, lease {} + 1 ack per round", args.workers, args.lease_batch);
+    Ok(row(Measure::E2e, setting, done.load(Ordering::Relaxed), elapsed, &hist))
+}
+
+async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let total = args.pickup_jobs;
+    let origin = Instant::now();
+    // Send time of each job, in microseconds since `origin` (+1, so 0 means "not sent yet").
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let received = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(Mutex::new(histogram()));
+    let progress = bar(total, "pickup", quiet);
+    let mut consumers = Vec::new();
+    for w in 0..2 {
+        let (client, queue, sent, received, hist, progress) = (
+            client.clone(),
+            queue.to_owned(),
+            Arc::clone(&sent),
+            Arc::clone(&received),
+            Arc::clone(&hist),
+            progress.clone(),
+        );
+        consumers.push(tokio::spawn(async move {
+            let lease = LeaseRequest {
+                worker_id: format!("bench-pickup-{w}"),
+                queues: vec![queue],
+                max: Some(1),
+                wait_ms: Some(500),
+                lease_ms: None,
+            };
+            while received.load(Ordering::Relaxed) < total {
+                let jobs = client.lease(&lease).await?.jobs;
+                let now = origin.elapsed().as_micros() as u64 + 1;
+                let mut ack = AckRequest::default();
+                for job in jobs {
+                    let seq = serde_json::from_str::<serde_json::Value>(job.payload.get())
+                        .ok()
+                        .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
+                        .unwrap_or(u64::MAX);
+                    if let Some(at) = sent.get(seq as usize).map(|a| a.load(Ordering::Acquire)) {
+                        if at > 0 {
+                            let _ = hist.lock().await.record(now.saturating_sub(at).max(1));
+                        }
+                    }
+                    ack.complete.push(AckComplete { id: job.id, lease_token: job.lease_token, result: None });
+                    received.fetch_add(1, Ordering::Relaxed);
+                    progress.inc(1);
+                }
+                if !ack.complete.is_empty() {
+                    client.ack(&ack).await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let interval = Duration::from_secs_f64(1.0 / args.pickup_rate.max(1) as f64);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut producers = Vec::new();
+    for seq in 0..total {
+        tick.tick().await;
+        let (client, queue, sent) = (client.clone(), queue.to_owned(), Arc::clone(&sent));
+        producers.push(tokio::spawn(async move {
+            let job = EnqueueRequest { kind: "noop".into(), payload: Some(payload(seq)), ..EnqueueRequest::default() };
+            sent[seq as usize].store(origin.elapsed().as_micros() as u64 + 1, Ordering::Release);
+            client.enqueue(&queue, &job).await.map(|_| ())
+        }));
+    }
+    for p in producers {
+        p.await??;
+    }
+    for c in consumers {
+        c.await??;
+    }
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    let hist = hist.lock().await.clone();
+    let setting = format!("{} jobs/s, long-polling worker; enqueue sent → job leased", args.pickup_rate);
+    Ok(row(Measure::Pickup, setting, total, elapsed, &hist))
+}

@@ -1,0 +1,132 @@
+//! `wharf serve`: configuration, logging, signals.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+
+use super::ServeArgs;
+use crate::config::{FileConfig, ServerConfig};
+use crate::core::time::{SystemClock, parse_duration};
+use crate::events::{DEFAULT_RING_CAPACITY, EventBus};
+use crate::store::Store;
+use crate::store::sqlite::{Durability, SqliteConfig, SqliteStore};
+
+/// Merges defaults, the config file, then flags and environment variables.
+pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    if !file.pool.is_empty() {
+        tracing::warn!(
+            pools = file.pool.len(),
+            "the config file declares [[pool]] entries; this build has no autoscaler and ignores them"
+        );
+    }
+    let mut config = ServerConfig::default();
+    if let Some(listen) = args.listen.or(file.listen) {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir.clone().or(file.data_dir) {
+        config.data_dir = dir;
+    }
+    config.database_url = args.database_url.clone().or(file.database_url);
+    config.durability = match (args.durability, file.durability.as_deref()) {
+        (Some(d), _) => d,
+        (None, Some("fsync")) | (None, None) => Durability::Fsync,
+        (None, Some("os")) => Durability::Os,
+        (None, Some(other)) => bail!("config file: durability {other:?} is not fsync or os"),
+    };
+    if let Some(n) = args.max_payload_bytes.or(file.max_payload_bytes) {
+        if !(1..=64 * 1024 * 1024).contains(&n) {
+            bail!("max payload bytes must be between 1 and 67108864, not {n}");
+        }
+        config.limits.max_payload_bytes = n;
+    }
+    if let Some(n) = args.max_batch.or(file.max_batch) {
+        if !(1..=100_000).contains(&n) {
+            bail!("max batch must be between 1 and 100000, not {n}");
+        }
+        config.limits.max_batch = n;
+    }
+    if let Some(text) = args.prune_interval.as_deref().or(file.prune_interval.as_deref()) {
+        config.prune_interval = parse_duration(text).map_err(|e| anyhow!("prune interval: {e}"))?;
+        if config.prune_interval.is_zero() {
+            bail!("prune interval must be above zero");
+        }
+    }
+    let log_format = args.log_format.clone().or(file.log_format).unwrap_or_else(|| "pretty".to_owned());
+    if !matches!(log_format.as_str(), "pretty" | "json") {
+        bail!("log format {log_format:?} is not pretty or json");
+    }
+    Ok((config, log_format))
+}
+
+/// Installs the log subscriber: `WHARF_LOG` (or `RUST_LOG`) filters, default `info`.
+pub fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("WHARF_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
+        let _ = builder.compact().try_init();
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, log_format) = config(&args)?;
+    init_logging(&log_format);
+    if config.database_url.is_some() {
+        bail!("the PostgreSQL store is not part of this build yet; run on the embedded store with --data-dir");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("wharf.db");
+    let clock = Arc::new(SystemClock);
+    let boot_micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let events = Arc::new(EventBus::new(DEFAULT_RING_CAPACITY, boot_micros));
+    let sqlite = SqliteConfig { durability: config.durability, ..SqliteConfig::new(&path) };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, clock.clone(), Arc::clone(&events))?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        address = %format!("http://{local}"),
+        store = %path.display(),
+        durability = ?config.durability,
+        "wharf serve is listening"
+    );
+    let config = Arc::new(config);
+    crate::server::serve(listener, store, events, clock, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,238 @@
+//! A client of HTTP API v1, over the same public API every user has.
+//!
+//! The CLI is built on it, and so is `wharf bench`. Errors carry the server's problem, so a
+//! caller can match on its `code` (`stale_lease`, `job_not_found`, …).
+
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{
+    AckRequest, AckResponse, BatchEnqueueRequest, BatchEnqueueResponse, CancelResponse, EnqueueRequest, JobListQuery,
+    JobListResponse, JobSummaryView, JobView, LeaseRequest, LeaseResponse, Problem, QueueListResponse, QueueView,
+    RedriveRequest, RedriveResponse,
+};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot reach the wharf server at {url}: {cause}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        cause: String,
+    },
+    /// The server refused the request.
+    #[error("{} ({})", problem.detail, problem.code)]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The server's problem.
+        problem: Box<Problem>,
+    },
+    /// The server answered something this client does not understand.
+    #[error("unexpected answer from {url}: {cause}")]
+    Protocol {
+        /// The server.
+        url: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+impl ClientError {
+    /// The problem code, when the server refused the request.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { problem, .. } => Some(&problem.code),
+            _ => None,
+        }
+    }
+}
+
+/// One event of a server-sent event stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamEvent {
+    /// The event name: `snapshot`, `state`, `progress`, `created`.
+    pub event: String,
+    /// The event id.
+    pub id: String,
+    /// The JSON data.
+    pub data: String,
+}
+
+/// A client of one wharf server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str) -> Result<Self, ClientError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Connect {
+                url: base,
+                cause: "the server URL must start with http:// or https://".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Connect { url: base.clone(), cause: e.to_string() })?;
+        Ok(Client { http, base })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, T), ClientError> {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.send(req).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, T), ClientError> {
+        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.connect_error(e))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(problem) => ClientError::Api { status: status.as_u16(), problem: Box::new(problem) },
+                Err(_) => ClientError::Protocol {
+                    url: self.base.clone(),
+                    cause: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()),
+                },
+            });
+        }
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol { url: self.base.clone(), cause: e.to_string() })?;
+        Ok((status, value))
+    }
+
+    fn connect_error(&self, err: reqwest::Error) -> ClientError {
+        let mut cause = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(inner) = source {
+            cause = inner.to_string();
+            source = inner.source();
+        }
+        ClientError::Connect { url: self.base.clone(), cause }
+    }
+
+    /// Enqueues one job; the flag is false for an idempotent hit.
+    pub async fn enqueue(&self, queue: &str, job: &EnqueueRequest) -> Result<(JobSummaryView, bool), ClientError> {
+        let (status, view) = self.call(Method::POST, &format!("/v1/queues/{queue}/jobs"), Some(job)).await?;
+        Ok((view, status == StatusCode::CREATED))
+    }
+
+    /// Enqueues many jobs in one transaction.
+    pub async fn enqueue_batch(
+        &self,
+        queue: &str,
+        jobs: &BatchEnqueueRequest,
+    ) -> Result<BatchEnqueueResponse, ClientError> {
+        Ok(self.call(Method::POST, &format!("/v1/queues/{queue}/jobs/batch"), Some(jobs)).await?.1)
+    }
+
+    /// One job, whole.
+    pub async fn job(&self, id: &str) -> Result<JobView, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/jobs/{id}"), None).await?.1)
+    }
+
+    /// A page of a queue's jobs.
+    pub async fn jobs(&self, queue: &str, query: &JobListQuery) -> Result<JobListResponse, ClientError> {
+        let req = self.http.get(self.url(&format!("/v1/queues/{queue}/jobs"))).query(query);
+        Ok(self.send(req).await?.1)
+    }
+
+    /// Every queue.
+    pub async fn queues(&self) -> Result<QueueListResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, "/v1/queues", None).await?.1)
+    }
+
+    /// Creates a queue or changes its policy.
+    pub async fn queue_put(
+        &self,
+        queue: &str,
+        policy: &crate::api::QueuePolicyRequest,
+    ) -> Result<QueueView, ClientError> {
+        Ok(self.call(Method::PUT, &format!("/v1/queues/{queue}"), Some(policy)).await?.1)
+    }
+
+    /// Pauses or resumes a queue.
+    pub async fn queue_pause(&self, queue: &str, paused: bool) -> Result<QueueView, ClientError> {
+        let action = if paused { "pause" } else { "resume" };
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/queues/{queue}/{action}"), None).await?.1)
+    }
+
+    /// Sends dead jobs back to ready.
+    pub async fn redrive(&self, queue: &str, ids: Option<Vec<String>>) -> Result<RedriveResponse, ClientError> {
+        let body = RedriveRequest { ids };
+        Ok(self.call(Method::POST, &format!("/v1/queues/{queue}/redrive"), Some(&body)).await?.1)
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/jobs/{id}/cancel"), None).await?.1)
+    }
+
+    /// Asks for work.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
+        Ok(self.call(Method::POST, "/v1/lease", Some(req)).await?.1)
+    }
+
+    /// Acknowledges many jobs at once.
+    pub async fn ack(&self, req: &AckRequest) -> Result<AckResponse, ClientError> {
+        Ok(self.call(Method::POST, "/v1/ack", Some(req)).await?.1)
+    }
+
+    /// A job's progress stream, resuming after `last_event_id` if given.
+    pub async fn job_events(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<StreamEvent, ClientError>> + use<>, ClientError> {
+        use eventsource_stream::Eventsource as _;
+        let mut req = self.http.get(self.url(&format!("/v1/jobs/{id}/events")));
+        if let Some(last) = last_event_id {
+            req = req.header("Last-Event-ID", last);
+        }
+        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(|e| self.connect_error(e))?;
+            return Err(match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(problem) => ClientError::Api { status: status.as_u16(), problem: Box::new(problem) },
+                Err(_) => ClientError::Protocol { url: self.base.clone(), cause: format!("HTTP {status}") },
+            });
+        }
+        let url = self.base.clone();
+        Ok(resp.bytes_stream().eventsource().map(move |item| {
+            item.map(|e| StreamEvent { event: e.event, id: e.id, data: e.data })
+                .map_err(|e| ClientError::Connect { url: url.clone(), cause: e.to_string() })
+        }))
+    }
+}

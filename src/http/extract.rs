@@ -1,0 +1,204 @@
+//! Extractors that refuse bad input with a problem naming the field, never a plain-text 400.
+//!
+//! Bodies are parsed whatever their `Content-Type` (`curl -d` sends a form type), since every
+//! body of this API is JSON.
+
+use std::error::Error as _;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::{ApiError, ProblemCode};
+use crate::core::{JobId, QueueName};
+
+/// How large a request body may be.
+pub trait BodyLimit {
+    /// The limit for this body given the server's configuration: by default room for one
+    /// payload-sized value plus the other fields.
+    fn body_limit(state: &AppState) -> usize {
+        state.config.limits.max_payload_bytes * 2 + 64 * 1024
+    }
+}
+
+/// A JSON body of type `T`.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for ApiJson<T>
+where
+    T: DeserializeOwned + BodyLimit,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, T::body_limit(state)).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(ProblemCode::MalformedJson, "the request body is empty; expected a JSON object"));
+        }
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be left out entirely (`POST …/redrive` with no body means "all").
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for OptionalJson<T>
+where
+    T: DeserializeOwned + BodyLimit + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, T::body_limit(state)).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse(&bytes).map(OptionalJson)
+    }
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|err| {
+        let too_large = err.source().is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(ProblemCode::BodyTooLarge, format!("the request body is over the limit of {limit} bytes"))
+        } else {
+            ApiError::new(ProblemCode::InvalidRequest, format!("could not read the request body: {err}"))
+        }
+    })
+}
+
+/// Parses JSON, reporting the path of the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = inner.to_string();
+                let field = if path == "." { quoted_field(&message).unwrap_or_default() } else { path };
+                let detail = if field.is_empty() { message } else { format!("{field}: {message}") };
+                let err = ApiError::new(ProblemCode::InvalidRequest, detail);
+                if field.is_empty() { err } else { err.field(field) }
+            }
+            _ => ApiError::new(ProblemCode::MalformedJson, format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The field named in serde's "missing field `x`" and "unknown field `x`" messages.
+fn quoted_field(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+/// Query parameters of type `T`.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::new(ProblemCode::InvalidRequest, rejection.body_text()))
+    }
+}
+
+async fn path_segment(parts: &mut Parts, state: &AppState, name: &str) -> Result<String, ApiError> {
+    let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| ApiError::new(ProblemCode::InvalidRequest, rejection.body_text()))?;
+    params
+        .into_iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
+        .ok_or_else(|| ApiError::new(ProblemCode::InvalidRequest, format!("missing path parameter {name}")))
+}
+
+/// The `{queue}` path segment, validated.
+#[derive(Debug)]
+pub struct QueuePath(pub QueueName);
+
+impl FromRequestParts<AppState> for QueuePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let raw = path_segment(parts, state, "queue").await?;
+        QueueName::parse(&raw)
+            .map(QueuePath)
+            .map_err(|invalid| ApiError::new(ProblemCode::InvalidQueueName, invalid.reason).field("queue"))
+    }
+}
+
+/// The `{id}` path segment: a job id. A malformed id names no job, so it is a 404.
+#[derive(Debug)]
+pub struct JobPath(pub JobId);
+
+impl FromRequestParts<AppState> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let raw = path_segment(parts, state, "id").await?;
+        raw.parse().map(JobPath).map_err(|_| {
+            ApiError::new(
+                ProblemCode::JobNotFound,
+                format!("job {raw} not found: not a job id (13 characters of base32)"),
+            )
+        })
+    }
+}
+
+/// Parses a job id from a request field.
+pub fn job_id(field: &str, raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{field}: {raw:?} is not a job id")))
+}
+
+/// Parses a lease token from a request field.
+pub fn lease_token(field: &str, raw: &str) -> Result<crate::core::LeaseToken, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{field}: {raw:?} is not a lease token")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EnqueueRequest;
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let err = parse::<EnqueueRequest>(br#"{"kind":"k","priority":"high"}"#).unwrap_err();
+        assert_eq!(err.code, ProblemCode::InvalidRequest);
+        assert_eq!(err.field.as_deref(), Some("priority"));
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let err = parse::<EnqueueRequest>(br#"{"kind":"k","priorty":1}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("priorty"));
+        let err = parse::<EnqueueRequest>(br#"{"payload":{}}"#).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_garbage_are_malformed() {
+        assert_eq!(parse::<EnqueueRequest>(b"{\"kind\":").unwrap_err().code, ProblemCode::MalformedJson);
+        assert_eq!(parse::<EnqueueRequest>(b"kind=render").unwrap_err().code, ProblemCode::MalformedJson);
+        assert_eq!(parse::<EnqueueRequest>(br#"{"kind":"k"} {}"#).unwrap_err().code, ProblemCode::MalformedJson);
+    }
+
+    #[test]
+    fn raw_payloads_survive_path_tracking() {
+        let req = parse::<EnqueueRequest>(br#"{"kind":"k","payload":{"a":[1,2,{"b":null}]}}"#).unwrap();
+        assert_eq!(req.payload.unwrap().get(), r#"{"a":[1,2,{"b":null}]}"#);
+    }
+}

@@ -1,0 +1,78 @@
+//! The HTTP API v1: thin handlers over the [`Store`], JSON in and out, problem JSON for errors.
+//!
+//! This is the only module that speaks HTTP. Handlers validate input with [`crate::core`],
+//! call the store, and convert answers to the wire types of [`crate::api`]. [`app`] builds the
+//! router from a state, so tests can drive it without a socket.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::core::Clock;
+use crate::events::EventBus;
+use crate::store::Store;
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+pub mod sse;
+pub mod views;
+
+use error::{ApiError, ProblemCode};
+use routes::{jobs, ops, queues, work};
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Committed changes, for progress streams.
+    pub events: Arc<EventBus>,
+    /// Limits and options.
+    pub config: Arc<ServerConfig>,
+    /// The time source for validation (`delay_ms`, `run_at`).
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled when the server shuts down: long polls and streams end early.
+    pub shutdown: CancellationToken,
+}
+
+/// The router of the whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/queues/{queue}/jobs", post(jobs::enqueue).get(jobs::list))
+        .route("/v1/queues/{queue}/jobs/batch", post(jobs::enqueue_batch))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/events", get(sse::job_events))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/heartbeat", post(work::heartbeat))
+        .route("/v1/jobs/{id}/complete", post(work::complete))
+        .route("/v1/jobs/{id}/fail", post(work::fail))
+        .route("/v1/jobs/{id}/release", post(work::release))
+        .route("/v1/queues", get(queues::list))
+        .route("/v1/queues/{queue}", get(queues::get).put(queues::put))
+        .route("/v1/queues/{queue}/pause", post(queues::pause))
+        .route("/v1/queues/{queue}/resume", post(queues::resume))
+        .route("/v1/queues/{queue}/redrive", post(queues::redrive))
+        .route("/v1/lease", post(work::lease))
+        .route("/v1/ack", post(work::ack))
+        .route("/v1/events", get(sse::all_events))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ProblemCode::NotFound, format!("no such path: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ProblemCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,265 @@
+//! The metrics catalogue and its Prometheus text rendering.
+//!
+//! Stores count what they commit in plain per-queue structs (no atomics on the hot path: the
+//! embedded store updates them from its one writer thread); `/metrics` takes a snapshot and
+//! renders it with `prometheus-client`'s encoder. Every metric wharf exports is in this table:
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `wharf_jobs` | gauge | queue, state | jobs in each state now |
+//! | `wharf_queue_oldest_ready_age_seconds` | gauge | queue | how long the oldest ready job has waited |
+//! | `wharf_queue_paused` | gauge | queue | 1 while the queue is paused |
+//! | `wharf_jobs_enqueued_total` | counter | queue | jobs created (idempotent hits excluded) |
+//! | `wharf_jobs_started_total` | counter | queue | leases handed out (attempts started) |
+//! | `wharf_jobs_succeeded_total` | counter | queue | attempts that succeeded |
+//! | `wharf_jobs_failed_total` | counter | queue | attempts that failed, expired leases included |
+//! | `wharf_jobs_retried_total` | counter | queue | failed attempts scheduled to run again |
+//! | `wharf_jobs_dead_total` | counter | queue | jobs dead-lettered |
+//! | `wharf_jobs_canceled_total` | counter | queue | jobs canceled |
+//! | `wharf_jobs_released_total` | counter | queue | leases released by workers (not attempts) |
+//! | `wharf_leases_expired_total` | counter | queue | leases that ran out |
+//! | `wharf_job_wait_seconds` | histogram | queue | ready → leased |
+//! | `wharf_job_run_seconds` | histogram | queue | leased → succeeded, failed or released |
+//! | `wharf_workers_connected` | gauge | | workers that asked for work in the last minute |
+//!
+//! Counters start at zero when the server starts, as Prometheus expects.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::core::JobState;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 20] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+
+/// A latency histogram with the fixed [`LATENCY_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyHistogram {
+    /// Observations per bucket; the last slot counts those above every bound.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, in seconds.
+    pub sum_seconds: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation of `ms` milliseconds.
+    pub fn observe_ms(&mut self, ms: u64) {
+        let seconds = ms as f64 / 1000.0;
+        let slot = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    fn encode_buckets(&self) -> Vec<(f64, u64)> {
+        LATENCY_BUCKETS.iter().copied().chain([f64::MAX]).zip(self.buckets.iter().copied()).collect()
+    }
+}
+
+/// Running totals for one queue since the server started.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueCounters {
+    /// Jobs created.
+    pub enqueued: u64,
+    /// Attempts started.
+    pub started: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed, expired leases included.
+    pub failed: u64,
+    /// Failed attempts scheduled to run again.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Jobs canceled.
+    pub canceled: u64,
+    /// Leases released without counting an attempt.
+    pub released: u64,
+    /// Leases that ran out.
+    pub expired: u64,
+    /// Ready → leased.
+    pub wait: LatencyHistogram,
+    /// Leased → finished attempt.
+    pub run: LatencyHistogram,
+}
+
+/// What `/metrics` reports about one queue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueMetrics {
+    /// The queue.
+    pub queue: String,
+    /// Jobs per state, indexed by [`JobState::index`].
+    pub jobs: [u64; 6],
+    /// Age of the oldest ready job, in seconds (0 when none is ready).
+    pub oldest_ready_age_seconds: f64,
+    /// Paused or not.
+    pub paused: bool,
+    /// Totals since start.
+    pub counters: QueueCounters,
+}
+
+/// Everything `/metrics` reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Per queue.
+    pub queues: Vec<QueueMetrics>,
+    /// Workers seen in the last minute.
+    pub workers_connected: u64,
+}
+
+/// Renders a snapshot in the Prometheus text format.
+pub fn render(snapshot: MetricsSnapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(MetricsSnapshot);
+
+type Labels<'a> = [(&'static str, &'a str)];
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[QueueMetrics],
+    value: impl Fn(&QueueCounters) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for q in rows {
+        let labels: &Labels = &[("queue", &q.queue)];
+        ConstCounter::new(value(&q.counters)).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[QueueMetrics],
+    value: impl Fn(&QueueCounters) -> &LatencyHistogram,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for q in rows {
+        let labels: &Labels = &[("queue", &q.queue)];
+        let h = value(&q.counters);
+        metric.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_seconds,
+            h.count,
+            &h.encode_buckets(),
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = &self.0.queues;
+        {
+            let mut metric = encoder.encode_descriptor("wharf_jobs", "Jobs in each state", None, MetricType::Gauge)?;
+            for q in rows {
+                for state in JobState::ALL {
+                    let labels: &Labels = &[("queue", &q.queue), ("state", state.as_str())];
+                    ConstGauge::new(q.jobs[state.index()] as i64).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "wharf_queue_oldest_ready_age_seconds",
+                "How long the oldest ready job has waited",
+                None,
+                MetricType::Gauge,
+            )?;
+            for q in rows {
+                let labels: &Labels = &[("queue", &q.queue)];
+                ConstGauge::new(q.oldest_ready_age_seconds).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "wharf_queue_paused",
+                "1 while the queue is paused",
+                None,
+                MetricType::Gauge,
+            )?;
+            for q in rows {
+                let labels: &Labels = &[("queue", &q.queue)];
+                ConstGauge::new(i64::from(q.paused)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        counter(&mut encoder, "wharf_jobs_enqueued", "Jobs created", rows, |c| c.enqueued)?;
+        counter(&mut encoder, "wharf_jobs_started", "Attempts started", rows, |c| c.started)?;
+        counter(&mut encoder, "wharf_jobs_succeeded", "Attempts that succeeded", rows, |c| c.succeeded)?;
+        counter(&mut encoder, "wharf_jobs_failed", "Attempts that failed, expired leases included", rows, |c| {
+            c.failed
+        })?;
+        counter(&mut encoder, "wharf_jobs_retried", "Failed attempts scheduled again", rows, |c| c.retried)?;
+        counter(&mut encoder, "wharf_jobs_dead", "Jobs dead-lettered", rows, |c| c.dead)?;
+        counter(&mut encoder, "wharf_jobs_canceled", "Jobs canceled", rows, |c| c.canceled)?;
+        counter(&mut encoder, "wharf_jobs_released", "Leases released by workers", rows, |c| c.released)?;
+        counter(&mut encoder, "wharf_leases_expired", "Leases that ran out", rows, |c| c.expired)?;
+        histogram(&mut encoder, "wharf_job_wait_seconds", "Time from ready to leased", rows, |c| &c.wait)?;
+        histogram(&mut encoder, "wharf_job_run_seconds", "Time from leased to the end of the attempt", rows, |c| {
+            &c.run
+        })?;
+        let metric = encoder.encode_descriptor(
+            "wharf_workers_connected",
+            "Workers that asked for work in the last minute",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.0.workers_connected as i64).encode(metric)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let mut h = LatencyHistogram::default();
+        h.observe_ms(0);
+        h.observe_ms(1);
+        h.observe_ms(7_200_000);
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[2], 1, "1 ms lands in the 0.001 s bucket");
+        assert_eq!(h.buckets[LATENCY_BUCKETS.len()], 1, "two hours is above every bound");
+        assert_eq!(h.count, 3);
+    }
+
+    #[test]
+    fn rendering_has_every_catalogued_metric() {
+        let mut q = QueueMetrics { queue: "pdf".into(), ..Default::default() };
+        q.jobs[JobState::Ready.index()] = 7;
+        q.counters.enqueued = 9;
+        q.counters.wait.observe_ms(3);
+        let text = render(MetricsSnapshot { queues: vec![q], workers_connected: 2 });
+        for line in [
+            "wharf_jobs{queue=\"pdf\",state=\"ready\"} 7",
+            "wharf_jobs_enqueued_total{queue=\"pdf\"} 9",
+            "wharf_job_wait_seconds_count{queue=\"pdf\"} 1",
+            "wharf_job_wait_seconds_bucket{le=\"0.005\",queue=\"pdf\"} 1",
+            "wharf_workers_connected 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The storage seam: one [`Store`] trait, with an embedded SQLite implementation.
+//!
+//! A store is the authority on jobs and queues. It enforces the semantics contract of
+//! `DESIGN.md` §2 — fencing, attempt counting, idempotency, transitions — by calling the pure
+//! decisions in [`crate::core`], and it answers only after the change is durable. Methods are
+//! named noun-first (`job_lease`, `lease_heartbeat`, `dead_redrive`) so they group by entity, and
+//! take one params struct each.
+//!
+//! A store never imports the HTTP layer; it publishes committed changes on the
+//! [`EventBus`](crate::events::EventBus) it was given.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::core::state::IllegalTransition;
+use crate::core::{
+    Invalid, Job, JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicy, QueuePolicyPatch, Timestamp,
+};
+use crate::metrics::MetricsSnapshot;
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+/// Why a store refused or failed an operation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No job has this id (or it was pruned).
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// No queue has this name.
+    #[error("queue {0} not found")]
+    QueueNotFound(QueueName),
+    /// The lease token is not the job's current one: its lease expired or it was leased again.
+    #[error("stale lease token for job {id}: the job is {state} under another lease or none")]
+    StaleLease {
+        /// The job.
+        id: JobId,
+        /// Its state now.
+        state: JobState,
+    },
+    /// The job's state does not allow the operation.
+    #[error("job {id}: {source}")]
+    Illegal {
+        /// The job.
+        id: JobId,
+        /// The refused transition.
+        source: IllegalTransition,
+    },
+    /// A value is out of range.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// Too many operations are waiting; try again shortly.
+    #[error("the store is overloaded; retry shortly")]
+    Busy,
+    /// The disk is full; nothing was written.
+    #[error("the disk is full; nothing was written")]
+    Full,
+    /// The store cannot be reached or failed to write; nothing was written.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A job without its payload, progress, result and errors: what listings and enqueue return.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSummary {
+    /// Its identity.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its type.
+    pub kind: String,
+    /// Its state.
+    pub state: JobState,
+    /// Its priority.
+    pub priority: i32,
+    /// When it became or becomes ready.
+    pub run_at: Timestamp,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// Its override of the queue's attempt limit, if any.
+    pub max_attempts: Option<u32>,
+    /// Its idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The outcome of one enqueue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inserted {
+    /// The job: new, or the one already holding the idempotency key.
+    pub job: JobSummary,
+    /// False when the idempotency key matched an existing job and nothing was created.
+    pub created: bool,
+}
+
+/// Which jobs to list, newest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobListParams {
+    /// The queue.
+    pub queue: QueueName,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// At most this many (1–1000).
+    pub limit: u32,
+    /// Only jobs older than this one (the previous page's `next_cursor`).
+    pub cursor: Option<JobId>,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<JobId>,
+}
+
+/// A worker's request for work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobLeaseParams {
+    /// Who asks; recorded on the jobs it gets.
+    pub worker_id: String,
+    /// Queues to take from; the highest priority across them goes first.
+    pub queues: Vec<QueueName>,
+    /// Most jobs to take.
+    pub max: u32,
+    /// How long to wait for a job when none is ready (long poll); zero answers at once.
+    pub wait: Duration,
+    /// Lease duration, overriding the queue's.
+    pub lease_ms: Option<u64>,
+}
+
+/// A job handed to a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeasedJob {
+    /// Its identity.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: QueueName,
+    /// Its type.
+    pub kind: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+    /// This attempt (1-based).
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Its priority.
+    pub priority: i32,
+    /// The fencing token to present with every call about this job.
+    pub lease_token: LeaseToken,
+    /// When the lease runs out unless extended.
+    pub lease_expires_at: Timestamp,
+    /// How long the attempt may run.
+    pub timeout_ms: Option<u64>,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A heartbeat: extends the lease and optionally reports progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseHeartbeatParams {
+    /// The job.
+    pub id: JobId,
+    /// The lease's token.
+    pub lease_token: LeaseToken,
+    /// New lease duration from now; defaults to the lease's own duration.
+    pub extend_ms: Option<u64>,
+    /// Progress as JSON text.
+    pub progress: Option<String>,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The new expiry.
+    pub lease_expires_at: Timestamp,
+    /// The job should stop: a cancel was requested.
+    pub cancel_requested: bool,
+}
+
+/// A successful attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobCompleteParams {
+    /// The job.
+    pub id: JobId,
+    /// The lease's token.
+    pub lease_token: LeaseToken,
+    /// The result, as JSON text.
+    pub result: Option<String>,
+}
+
+/// A failed attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobFailParams {
+    /// The job.
+    pub id: JobId,
+    /// The lease's token.
+    pub lease_token: LeaseToken,
+    /// What went wrong.
+    pub error: String,
+    /// False makes the job dead at once.
+    pub retryable: bool,
+    /// Retry after this delay instead of the backoff.
+    pub retry_in_ms: Option<u64>,
+}
+
+/// Where a job went after a completion, failure or release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// Its new state.
+    pub state: JobState,
+    /// When it runs again, if it was scheduled.
+    pub run_at: Option<Timestamp>,
+}
+
+/// A lease given back without counting the attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobReleaseParams {
+    /// The job.
+    pub id: JobId,
+    /// The lease's token.
+    pub lease_token: LeaseToken,
+}
+
+/// Many completions and failures, committed together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobAckParams {
+    /// Successful attempts.
+    pub complete: Vec<JobCompleteParams>,
+    /// Failed attempts.
+    pub fail: Vec<JobFailParams>,
+}
+
+/// The outcome of each item of an acknowledgement, in request order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Acked {
+    /// One per completion.
+    pub complete: Vec<StoreResult<Settled>>,
+    /// One per failure.
+    pub fail: Vec<StoreResult<Settled>>,
+}
+
+/// A queue's policy and counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: QueueName,
+    /// Its policy.
+    pub policy: QueuePolicy,
+    /// Jobs per state, indexed by [`JobState::index`].
+    pub counts: [u64; 6],
+    /// When the oldest ready job became ready.
+    pub oldest_ready_at: Option<Timestamp>,
+}
+
+/// Dead jobs to send back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadRedriveParams {
+    /// The queue.
+    pub queue: QueueName,
+    /// These jobs, each of which must be dead in this queue; all dead jobs when `None`.
+    pub ids: Option<Vec<JobId>>,
+}
+
+/// What a cancel did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Canceled {
+    /// The job's state now: `canceled`, or still `running` with a cancel requested.
+    pub state: JobState,
+    /// A running job was flagged; it ends `canceled` when its worker stops.
+    pub cancel_requested: bool,
+}
+
+/// The storage seam. Every method answers only after its change is durable.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Enqueues one job; a second enqueue with the same `(queue, idempotency_key)` returns the
+    /// first job and creates nothing. Creates the queue with defaults if it does not exist.
+    async fn job_insert(&self, job: NewJob) -> StoreResult<Inserted>;
+
+    /// Enqueues many jobs in one transaction: all or none.
+    async fn job_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
+
+    /// One job, whole.
+    async fn job_get(&self, id: JobId) -> StoreResult<Job>;
+
+    /// A page of a queue's jobs, newest first.
+    async fn job_list(&self, params: JobListParams) -> StoreResult<JobPage>;
+
+    /// Leases up to `max` ready jobs, waiting up to `wait` for the first one.
+    async fn job_lease(&self, params: JobLeaseParams) -> StoreResult<Vec<LeasedJob>>;
+
+    /// Extends a lease and records progress.
+    async fn lease_heartbeat(&self, params: LeaseHeartbeatParams) -> StoreResult<Heartbeat>;
+
+    /// Records a successful attempt.
+    async fn job_complete(&self, params: JobCompleteParams) -> StoreResult<Settled>;
+
+    /// Records a failed attempt: retried with backoff, or dead.
+    async fn job_fail(&self, params: JobFailParams) -> StoreResult<Settled>;
+
+    /// Gives a lease back: the job is ready again at once and the attempt does not count.
+    async fn job_release(&self, params: JobReleaseParams) -> StoreResult<Settled>;
+
+    /// Many completions and failures in one transaction; each item succeeds or fails alone.
+    async fn job_ack(&self, params: JobAckParams) -> StoreResult<Acked>;
+
+    /// Cancels a job: at once if not running, on its next heartbeat if running.
+    async fn job_cancel(&self, id: JobId) -> StoreResult<Canceled>;
+
+    /// Every queue.
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>>;
+
+    /// One queue.
+    async fn queue_get(&self, name: QueueName) -> StoreResult<QueueInfo>;
+
+    /// Creates a queue or changes its policy.
+    async fn queue_upsert(&self, name: QueueName, patch: QueuePolicyPatch) -> StoreResult<QueueInfo>;
+
+    /// Sends dead jobs back to `ready` with their attempts reset; returns the jobs moved.
+    async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>>;
+
+    /// Deletes up to `limit` finished jobs past their queue's retention; returns how many.
+    async fn jobs_prune(&self, limit: u32) -> StoreResult<u64>;
+
+    /// Promotes due jobs and expires overdue leases now. Stores also do this on their own; this
+    /// is for tests that move a manual clock.
+    async fn maintain(&self) -> StoreResult<()>;
+
+    /// Counts and totals for `/metrics`.
+    async fn metrics(&self) -> StoreResult<MetricsSnapshot>;
+
+    /// Succeeds if the store can serve requests.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Answers parked lease requests, finishes pending writes and closes the store.
+    async fn close(&self);
+}

@@ -1,0 +1,261 @@
+//! The in-memory view of the embedded store: what is ready, what is scheduled, who holds which
+//! lease, and per-queue counts.
+//!
+//! It is an index over the database, never the authority: it is built from the database at
+//! start (and rebuilt after a failed commit), and every change to it mirrors a row change made
+//! in the same transaction. It lets a lease pick the next job in O(log n) without a query, and
+//! lets fencing checks and lease expiry run without touching the disk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::core::{JobState, LeaseToken, QueueName, QueuePolicy, Timestamp};
+use crate::metrics::QueueCounters;
+
+/// Orders ready jobs: highest priority first, then earliest ready time, then lowest id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct ReadyKey {
+    /// Negated so the natural order puts the highest priority first (priorities are bounded, so
+    /// negation cannot overflow).
+    pub neg_priority: i32,
+    pub run_at: i64,
+    pub id: i64,
+}
+
+impl ReadyKey {
+    pub fn new(priority: i32, run_at: Timestamp, id: i64) -> Self {
+        ReadyKey { neg_priority: -priority, run_at: run_at.as_millis(), id }
+    }
+}
+
+/// A token bucket for a queue's `rate`: holds up to `max(rate, 1)` starts.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TokenBucket {
+    tokens: f64,
+    updated: Timestamp,
+}
+
+impl TokenBucket {
+    fn full(rate: f64, now: Timestamp) -> Self {
+        TokenBucket { tokens: rate.max(1.0), updated: now }
+    }
+
+    fn refill(&mut self, rate: f64, now: Timestamp) {
+        let elapsed = now.millis_since(self.updated) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        self.updated = now;
+    }
+
+    /// Milliseconds until one start is allowed, zero if one is allowed now.
+    fn wait_ms(&self, rate: f64) -> u64 {
+        if self.tokens >= 1.0 { 0 } else { ((1.0 - self.tokens) / rate * 1000.0).ceil() as u64 }
+    }
+}
+
+/// One queue in memory.
+#[derive(Debug)]
+pub(super) struct QueueMem {
+    pub name: QueueName,
+    /// The name shared with events without copying.
+    pub shared_name: Arc<str>,
+    pub policy: QueuePolicy,
+    pub ready: BTreeSet<ReadyKey>,
+    /// Jobs per state, indexed by `JobState::index`.
+    pub counts: [u64; 6],
+    pub counters: QueueCounters,
+    bucket: Option<TokenBucket>,
+}
+
+impl QueueMem {
+    pub fn new(name: QueueName, policy: QueuePolicy) -> Self {
+        QueueMem {
+            shared_name: Arc::from(name.as_str()),
+            name,
+            policy,
+            ready: BTreeSet::new(),
+            counts: [0; 6],
+            counters: QueueCounters::default(),
+            bucket: None,
+        }
+    }
+
+    /// Moves one job's count from `from` to `to` (either may be absent: created or deleted).
+    pub fn count_move(&mut self, from: Option<JobState>, to: Option<JobState>) {
+        if let Some(from) = from {
+            debug_assert!(self.counts[from.index()] > 0, "count of {from} would go negative");
+            self.counts[from.index()] = self.counts[from.index()].saturating_sub(1);
+        }
+        if let Some(to) = to {
+            self.counts[to.index()] += 1;
+        }
+    }
+
+    /// How many more jobs this queue may start now, ignoring what is ready: zero while paused,
+    /// at its concurrency limit, or out of rate tokens.
+    pub fn startable(&mut self, now: Timestamp) -> u64 {
+        if self.policy.paused {
+            return 0;
+        }
+        let mut room = u64::MAX;
+        if let Some(limit) = self.policy.concurrency {
+            room = u64::from(limit).saturating_sub(self.counts[JobState::Running.index()]);
+        }
+        if let Some(rate) = self.policy.rate {
+            let bucket = self.bucket.get_or_insert_with(|| TokenBucket::full(rate, now));
+            bucket.refill(rate, now);
+            room = room.min(bucket.tokens.max(0.0) as u64);
+        }
+        room
+    }
+
+    /// Records one start against the rate limit.
+    pub fn take_start(&mut self) {
+        if let Some(bucket) = &mut self.bucket {
+            bucket.tokens -= 1.0;
+        }
+    }
+
+    /// When a start may next be allowed by the rate limit, if that is what holds work back.
+    pub fn rate_wait_ms(&self) -> Option<u64> {
+        match (self.policy.rate, &self.bucket) {
+            (Some(rate), Some(bucket)) if !self.ready.is_empty() && !self.policy.paused => Some(bucket.wait_ms(rate)),
+            _ => None,
+        }
+    }
+
+    /// Forgets the rate bucket, after the policy's rate changed.
+    pub fn reset_rate(&mut self) {
+        self.bucket = None;
+    }
+
+    /// The earliest ready time among ready jobs: the first key of each priority level.
+    pub fn oldest_ready_at(&self) -> Option<Timestamp> {
+        let mut oldest: Option<i64> = None;
+        let mut cursor = self.ready.iter().next().copied();
+        while let Some(first) = cursor {
+            oldest = Some(oldest.map_or(first.run_at, |o| o.min(first.run_at)));
+            // Jump to the next priority level.
+            let next_level =
+                ReadyKey { neg_priority: first.neg_priority.saturating_add(1), run_at: i64::MIN, id: i64::MIN };
+            cursor = if first.neg_priority == i32::MAX { None } else { self.ready.range(next_level..).next().copied() };
+        }
+        oldest.map(Timestamp::from_millis)
+    }
+}
+
+/// A lease held in memory: enough to fence, extend and expire it without a query.
+#[derive(Clone, Debug)]
+pub(super) struct Lease {
+    pub token: LeaseToken,
+    pub expires_at: Timestamp,
+    pub queue: usize,
+    pub lease_ms: u64,
+    pub started_at: Timestamp,
+    pub attempt: u32,
+    /// The job's own limit; `None` follows the queue's policy.
+    pub max_attempts: Option<u32>,
+    pub cancel_requested: bool,
+}
+
+/// The whole in-memory view.
+#[derive(Debug, Default)]
+pub(super) struct Memory {
+    pub queues: Vec<QueueMem>,
+    pub by_name: HashMap<String, usize>,
+    /// Scheduled jobs by `(run_at, id)`, with their queue.
+    pub scheduled: BTreeSet<(i64, i64)>,
+    /// Running jobs by id.
+    pub leases: HashMap<i64, Lease>,
+    /// Lease expiries by `(expires_at, id)`.
+    pub expiries: BTreeSet<(i64, i64)>,
+    /// Workers by id, with the last time each asked for work.
+    pub workers: HashMap<String, Timestamp>,
+}
+
+impl Memory {
+    pub fn queue_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn add_queue(&mut self, queue: QueueMem) -> usize {
+        let index = self.queues.len();
+        self.by_name.insert(queue.name.as_str().to_owned(), index);
+        self.queues.push(queue);
+        index
+    }
+
+    pub fn insert_lease(&mut self, id: i64, lease: Lease) {
+        self.expiries.insert((lease.expires_at.as_millis(), id));
+        self.leases.insert(id, lease);
+    }
+
+    pub fn remove_lease(&mut self, id: i64) -> Option<Lease> {
+        let lease = self.leases.remove(&id)?;
+        self.expiries.remove(&(lease.expires_at.as_millis(), id));
+        Some(lease)
+    }
+
+    pub fn extend_lease(&mut self, id: i64, expires_at: Timestamp) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            self.expiries.remove(&(lease.expires_at.as_millis(), id));
+            lease.expires_at = expires_at;
+            self.expiries.insert((expires_at.as_millis(), id));
+        }
+    }
+
+    /// The next time something is due by the logical clock: a scheduled job, a lease expiry or a
+    /// rate-limited queue with ready work.
+    pub fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        let scheduled = self.scheduled.first().map(|&(at, _)| Timestamp::from_millis(at));
+        let expiry = self.expiries.first().map(|&(at, _)| Timestamp::from_millis(at));
+        let rate = self.queues.iter().filter_map(QueueMem::rate_wait_ms).min().map(|ms| now.plus_millis(ms.max(1)));
+        [scheduled, expiry, rate].into_iter().flatten().min()
+    }
+
+    /// Workers seen in the last minute.
+    pub fn workers_connected(&mut self, now: Timestamp) -> u64 {
+        let horizon = Timestamp::from_millis(now.as_millis() - 60_000);
+        self.workers.retain(|_, seen| *seen >= horizon);
+        self.workers.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> QueueMem {
+        QueueMem::new(QueueName::parse("q").unwrap(), QueuePolicy::default())
+    }
+
+    #[test]
+    fn ready_order_is_priority_then_fifo() {
+        let mut q = queue();
+        q.ready.insert(ReadyKey::new(0, Timestamp::from_millis(10), 3));
+        q.ready.insert(ReadyKey::new(5, Timestamp::from_millis(30), 2));
+        q.ready.insert(ReadyKey::new(0, Timestamp::from_millis(5), 4));
+        let order: Vec<i64> = q.ready.iter().map(|k| k.id).collect();
+        assert_eq!(order, vec![2, 4, 3]);
+        assert_eq!(q.oldest_ready_at(), Some(Timestamp::from_millis(5)));
+    }
+
+    #[test]
+    fn concurrency_and_rate_limit_starts() {
+        let now = Timestamp::from_millis(0);
+        let mut q = queue();
+        q.policy.concurrency = Some(2);
+        q.counts[JobState::Running.index()] = 1;
+        assert_eq!(q.startable(now), 1);
+        q.policy.concurrency = None;
+        q.policy.rate = Some(2.0);
+        assert_eq!(q.startable(now), 2);
+        q.take_start();
+        q.take_start();
+        assert_eq!(q.startable(now), 0);
+        q.ready.insert(ReadyKey::new(0, now, 1));
+        assert_eq!(q.rate_wait_ms(), Some(500));
+        assert_eq!(q.startable(Timestamp::from_millis(500)), 1);
+        q.policy.paused = true;
+        assert_eq!(q.startable(Timestamp::from_millis(5_000)), 0);
+    }
+}

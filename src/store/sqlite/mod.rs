@@ -1,0 +1,340 @@
+//! The embedded store: one SQLite file under the data dir, owned by one `wharf serve`.
+//!
+//! A [`SqliteStore`] is a cheap handle that sends commands to the writer thread in
+//! [`engine`], which owns the only connection (see its docs for group commit and the in-memory
+//! view). The file is opened in WAL mode with an exclusive lock, so a second server on the same
+//! data dir fails at start with a clear error instead of corrupting the first one's view.
+//!
+//! Durability: with [`Durability::Fsync`] (the default) every commit is fsynced, so an answered
+//! change survives power loss; with [`Durability::Os`] commits reach the OS but are fsynced only
+//! at checkpoints, which survives `kill -9` of the server but not a power cut.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::core::{Clock, Job, JobId, NewJob, QueueName, QueuePolicyPatch};
+use crate::events::EventBus;
+use crate::metrics::MetricsSnapshot;
+use crate::store::{
+    Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
+    JobLeaseParams, JobListParams, JobPage, JobReleaseParams, LeaseHeartbeatParams, LeasedJob, QueueInfo, Settled,
+    Store, StoreError, StoreResult,
+};
+
+mod engine;
+mod memory;
+mod rows;
+mod sql;
+
+use engine::{Command, Engine};
+
+/// When a commit counts as done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// fsync every commit: survives power loss. The default.
+    #[default]
+    Fsync,
+    /// Hand commits to the OS, fsync at checkpoints: survives a crash of wharf, not of the machine.
+    Os,
+}
+
+/// How to open the embedded store.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file. `wharf serve` uses `<data-dir>/wharf.db`.
+    pub path: PathBuf,
+    /// When a commit counts as done. Defaults to [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Operations that may wait for the writer before callers get [`StoreError::Busy`].
+    /// Defaults to 65,536.
+    pub queue_depth: usize,
+}
+
+impl SqliteConfig {
+    /// The defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig { path: path.into(), durability: Durability::Fsync, queue_depth: 65_536 }
+    }
+}
+
+/// The database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the database.
+    #[error("{0} is in use by another wharf server (one server owns an embedded store)")]
+    Locked(PathBuf),
+    /// The file is not a wharf database, or is damaged.
+    #[error("{path} is not a usable wharf database: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer wharf.
+    #[error("{path} has schema version {found}, newer than this wharf understands ({known}); upgrade wharf")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// Any other failure to open.
+    #[error("cannot open {path}: {source}")]
+    Other {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    tx: SyncSender<Command>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies migrations, rebuilds the in-memory view
+    /// and starts the writer thread.
+    pub fn open(config: SqliteConfig, clock: Arc<dyn Clock>, events: Arc<EventBus>) -> Result<Self, OpenError> {
+        let path = config.path.clone();
+        let classify = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                OpenError::Locked(path.clone())
+            }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                OpenError::Corrupt { path: path.clone(), source }
+            }
+            _ => OpenError::Other { path: path.clone(), source },
+        };
+        let conn = Connection::open_with_flags(
+            &config.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(classify)?;
+        let synchronous = match config.durability {
+            Durability::Fsync => "FULL",
+            Durability::Os => "NORMAL",
+        };
+        // Exclusive locking before the first access lets WAL work without shared memory and
+        // keeps other processes out for as long as this connection lives.
+        conn.execute_batch(&format!(
+            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768; PRAGMA foreign_keys = OFF;"
+        ))
+        .map_err(classify)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate(&conn, &config.path).map_err(|e| match e {
+            MigrateError::Sql(source) => classify(source),
+            MigrateError::TooNew(found) => {
+                OpenError::TooNew { path: config.path.clone(), found, known: sql::MIGRATIONS.len() as i64 }
+            }
+        })?;
+        let engine = Engine::new(conn, clock, events).map_err(classify)?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_depth);
+        let thread =
+            std::thread::Builder::new().name("wharf-store".into()).spawn(move || engine.run(rx)).map_err(|e| {
+                OpenError::Other {
+                    path: config.path.clone(),
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                }
+            })?;
+        Ok(SqliteStore { tx, thread: Mutex::new(Some(thread)) })
+    }
+
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Command) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.try_send(command(reply)).map_err(|err| match err {
+            TrySendError::Full(_) => StoreError::Busy,
+            TrySendError::Disconnected(_) => StoreError::Unavailable("the store is closed".into()),
+        })?;
+        answer.await.map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
+    }
+}
+
+enum MigrateError {
+    Sql(rusqlite::Error),
+    TooNew(i64),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(err: rusqlite::Error) -> Self {
+        MigrateError::Sql(err)
+    }
+}
+
+/// Applies the migrations the file has not seen yet, each in its own transaction.
+fn migrate(conn: &Connection, path: &std::path::Path) -> Result<(), MigrateError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = sql::MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(MigrateError::TooNew(version));
+    }
+    for (i, migration) in sql::MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let next = i as i64 + 1;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {migration}; PRAGMA user_version = {next}; COMMIT;"))
+            .inspect_err(|_| {
+                let _ = conn.execute_batch("ROLLBACK");
+            })?;
+        tracing::info!(path = %path.display(), version = next, "applied schema migration");
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn job_insert(&self, job: NewJob) -> StoreResult<Inserted> {
+        let mut inserted = self.call(|reply| Command::Insert { jobs: vec![job], reply }).await?;
+        inserted.pop().ok_or_else(|| StoreError::Unavailable("insert returned nothing".into()))
+    }
+
+    async fn job_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        self.call(|reply| Command::Insert { jobs, reply }).await
+    }
+
+    async fn job_get(&self, id: JobId) -> StoreResult<Job> {
+        self.call(|reply| Command::Get { id, reply }).await
+    }
+
+    async fn job_list(&self, params: JobListParams) -> StoreResult<JobPage> {
+        self.call(|reply| Command::List { params, reply }).await
+    }
+
+    async fn job_lease(&self, params: JobLeaseParams) -> StoreResult<Vec<LeasedJob>> {
+        let deadline = Instant::now() + params.wait.min(Duration::from_secs(3_600));
+        self.call(|reply| Command::Lease { params, deadline, reply }).await
+    }
+
+    async fn lease_heartbeat(&self, params: LeaseHeartbeatParams) -> StoreResult<Heartbeat> {
+        self.call(|reply| Command::Heartbeat { params, reply }).await
+    }
+
+    async fn job_complete(&self, params: JobCompleteParams) -> StoreResult<Settled> {
+        self.call(|reply| Command::Complete { params, reply }).await
+    }
+
+    async fn job_fail(&self, params: JobFailParams) -> StoreResult<Settled> {
+        self.call(|reply| Command::Fail { params, reply }).await
+    }
+
+    async fn job_release(&self, params: JobReleaseParams) -> StoreResult<Settled> {
+        self.call(|reply| Command::Release { params, reply }).await
+    }
+
+    async fn job_ack(&self, params: JobAckParams) -> StoreResult<Acked> {
+        self.call(|reply| Command::Ack { params, reply }).await
+    }
+
+    async fn job_cancel(&self, id: JobId) -> StoreResult<Canceled> {
+        self.call(|reply| Command::Cancel { id, reply }).await
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueInfo>> {
+        self.call(|reply| Command::QueueList { reply }).await
+    }
+
+    async fn queue_get(&self, name: QueueName) -> StoreResult<QueueInfo> {
+        self.call(|reply| Command::QueueGet { name, reply }).await
+    }
+
+    async fn queue_upsert(&self, name: QueueName, patch: QueuePolicyPatch) -> StoreResult<QueueInfo> {
+        self.call(|reply| Command::QueueUpsert { name, patch, reply }).await
+    }
+
+    async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>> {
+        self.call(|reply| Command::Redrive { params, reply }).await
+    }
+
+    async fn jobs_prune(&self, limit: u32) -> StoreResult<u64> {
+        self.call(|reply| Command::Prune { limit, reply }).await
+    }
+
+    async fn maintain(&self) -> StoreResult<()> {
+        self.call(|reply| Command::Maintain { reply }).await
+    }
+
+    async fn metrics(&self) -> StoreResult<MetricsSnapshot> {
+        self.call(|reply| Command::Metrics { reply }).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|reply| Command::Ping { reply }).await
+    }
+
+    async fn close(&self) {
+        let (reply, answer) = oneshot::channel();
+        // Blocking send: shutdown must get through even when the channel is full.
+        let tx = self.tx.clone();
+        let sent = tokio::task::spawn_blocking(move || tx.send(Command::Shutdown { reply }).is_ok()).await;
+        if matches!(sent, Ok(true)) {
+            let _ = answer.await;
+        }
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{SqliteConfig, SqliteStore};
+    use crate::core::time::ManualClock;
+    use crate::events::EventBus;
+    use crate::store::Store;
+    use crate::store::conformance::{Harness, START, store_conformance_suite};
+
+    async fn harness() -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wharf.db");
+        let clock = ManualClock::new(START);
+        let events = Arc::new(EventBus::new(1024, 0));
+        let open = move |clock: &ManualClock, events: Arc<EventBus>| -> Arc<dyn Store> {
+            Arc::new(SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone()), events).expect("open store"))
+        };
+        let store = open(&clock, Arc::clone(&events));
+        Harness { store, clock, events, reopen: Box::new(open), _guard: Box::new(dir) }
+    }
+
+    store_conformance_suite!(harness);
+
+    #[tokio::test]
+    async fn a_second_server_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        let events = Arc::new(EventBus::new(16, 0));
+        let first = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), Arc::clone(&events))
+            .unwrap();
+        let second = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), events);
+        let err = second.expect_err("the file is locked by the first store");
+        assert!(err.to_string().contains("in use by another wharf server"), "{err}");
+        first.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        std::fs::write(&file, vec![0x42u8; 8192]).unwrap();
+        let err = SqliteStore::open(
+            SqliteConfig::new(&file),
+            Arc::new(ManualClock::new(START)),
+            Arc::new(EventBus::new(16, 0)),
+        )
+        .expect_err("garbage is not a database");
+        assert!(err.to_string().contains("not a usable wharf database"), "{err}");
+    }
+}

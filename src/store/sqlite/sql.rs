@@ -1,0 +1,134 @@
+//! Every SQL statement of the embedded store, each with what it is for.
+//!
+//! Statements take positional parameters (`?1` …) and are prepared once per connection through
+//! rusqlite's statement cache. Updates of a leased job always match on `lease_token` as well as
+//! the id: the in-memory fencing check already passed, and the row check makes a fencing bug a
+//! loud failure instead of a silent overwrite.
+
+/// Versioned schema migrations, applied in order at open; `PRAGMA user_version` records how many
+/// have run.
+pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The columns of a [`JobSummary`](crate::store::JobSummary), in `rows::summary` order.
+macro_rules! summary_columns {
+    () => {
+        "id, queue, kind, state, priority, run_at, attempt, max_attempts, idempotency_key, created_at, finished_at"
+    };
+}
+
+/// All queues with their policies, at start.
+pub(super) const QUEUE_ALL: &str = "SELECT name, lease_ms, max_attempts, backoff_base_ms, backoff_factor, \
+     backoff_cap_ms, retention_ms, concurrency, rate, paused FROM queues ORDER BY name";
+
+/// Creates a queue or replaces its policy.
+pub(super) const QUEUE_UPSERT: &str = "INSERT INTO queues (name, lease_ms, max_attempts, backoff_base_ms, \
+     backoff_factor, backoff_cap_ms, retention_ms, concurrency, rate, paused, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (name) DO UPDATE SET lease_ms = excluded.lease_ms, max_attempts = excluded.max_attempts, \
+     backoff_base_ms = excluded.backoff_base_ms, backoff_factor = excluded.backoff_factor, \
+     backoff_cap_ms = excluded.backoff_cap_ms, retention_ms = excluded.retention_ms, \
+     concurrency = excluded.concurrency, rate = excluded.rate, paused = excluded.paused";
+
+/// Jobs per queue and state, at start. Served by the `(queue, state, id)` index alone.
+pub(super) const COUNT_BY_QUEUE_STATE: &str = "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state";
+
+/// Ready jobs of a queue, at start, to rebuild its ready index.
+pub(super) const READY_OF_QUEUE: &str = "SELECT id, priority, run_at FROM jobs WHERE queue = ?1 AND state = 'ready'";
+
+/// Scheduled jobs of a queue, at start.
+pub(super) const SCHEDULED_OF_QUEUE: &str = "SELECT id, run_at FROM jobs WHERE queue = ?1 AND state = 'scheduled'";
+
+/// Running jobs of a queue with their leases, at start.
+pub(super) const RUNNING_OF_QUEUE: &str = "SELECT id, lease_token, lease_expires_at, lease_ms, started_at, attempt, \
+     max_attempts, cancel_requested FROM jobs WHERE queue = ?1 AND state = 'running'";
+
+/// The id high-water mark.
+pub(super) const META_HIGH_WATER_GET: &str = "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'id_high_water'), 0), \
+     COALESCE((SELECT MAX(id) FROM jobs), 0))";
+
+/// Records the id high-water mark, once per transaction that handed out ids.
+pub(super) const META_HIGH_WATER_SET: &str =
+    "INSERT INTO meta (key, value) VALUES ('id_high_water', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// Enqueue.
+pub(super) const JOB_INSERT: &str = "INSERT INTO jobs (id, queue, kind, state, priority, run_at, max_attempts, \
+     timeout_ms, idempotency_key, payload, metadata, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// The job holding an idempotency key in a queue (partial unique index).
+pub(super) const JOB_BY_KEY: &str =
+    concat!("SELECT ", summary_columns!(), " FROM jobs WHERE queue = ?1 AND idempotency_key = ?2");
+
+/// A whole job.
+pub(super) const JOB_GET: &str = "SELECT id, queue, kind, payload, priority, state, run_at, attempt, max_attempts, \
+     timeout_ms, idempotency_key, metadata, progress, result, errors, cancel_requested, lease_token, \
+     lease_expires_at, worker_id, created_at, started_at, finished_at, version FROM jobs WHERE id = ?1";
+
+/// A job's state, to tell "unknown job" from "stale token" after a fencing check fails.
+pub(super) const JOB_STATE: &str = "SELECT state FROM jobs WHERE id = ?1";
+
+/// A page of one state of a queue, newest first.
+pub(super) const JOB_LIST_STATE: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    " FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND (?4 IS NULL OR kind = ?4) ORDER BY id DESC LIMIT ?5"
+);
+
+/// Takes a ready job: the lease. Returns what the worker needs.
+pub(super) const JOB_LEASE: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = ?2, \
+     lease_expires_at = ?3, lease_ms = ?4, worker_id = ?5, started_at = ?6, version = version + 1 \
+     WHERE id = ?1 AND state = 'ready' \
+     RETURNING queue, kind, payload, attempt, max_attempts, timeout_ms, metadata, priority, run_at, version";
+
+/// Extends a lease, recording progress when given (only progress is an event, so only progress
+/// bumps the version).
+pub(super) const LEASE_HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?2, progress = COALESCE(?3, progress), \
+     version = version + (?3 IS NOT NULL) WHERE id = ?1 AND lease_token = ?4 RETURNING version";
+
+/// A successful attempt.
+pub(super) const JOB_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
+     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4 \
+     RETURNING version, attempt";
+
+/// A failed attempt (by report or lease expiry): appends to `errors`, then retry, dead or canceled.
+pub(super) const JOB_FAIL: &str = "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
+     lease_token = NULL, lease_expires_at = NULL, \
+     errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object('at', ?5, 'attempt', attempt, 'message', ?6)), \
+     version = version + 1 WHERE id = ?1 AND lease_token = ?7 RETURNING version, attempt, priority, run_at";
+
+/// A released lease: the attempt is given back.
+pub(super) const JOB_RELEASE: &str = "UPDATE jobs SET state = ?2, attempt = attempt - 1, finished_at = ?3, \
+     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4 \
+     RETURNING version, attempt, priority, run_at";
+
+/// What a cancel needs to decide.
+pub(super) const JOB_CANCEL_LOOKUP: &str =
+    "SELECT queue, state, cancel_requested, priority, run_at, attempt FROM jobs WHERE id = ?1";
+
+/// Cancels a job that is not running.
+pub(super) const JOB_CANCEL_NOW: &str =
+    "UPDATE jobs SET state = 'canceled', finished_at = ?2, version = version + 1 WHERE id = ?1 RETURNING version";
+
+/// Flags a running job for cancellation.
+pub(super) const JOB_CANCEL_REQUEST: &str =
+    "UPDATE jobs SET cancel_requested = 1, version = version + 1 WHERE id = ?1 RETURNING version";
+
+/// A scheduled job whose time has come.
+pub(super) const JOB_PROMOTE: &str = "UPDATE jobs SET state = 'ready', version = version + 1 \
+     WHERE id = ?1 AND state = 'scheduled' RETURNING queue, priority, run_at, attempt, version";
+
+/// Dead jobs of a queue, for redrive of all.
+pub(super) const DEAD_OF_QUEUE: &str = "SELECT id FROM jobs WHERE queue = ?1 AND state = 'dead' ORDER BY id";
+
+/// Where a job is, for redrive of listed ids.
+pub(super) const JOB_QUEUE_STATE: &str = "SELECT queue, state FROM jobs WHERE id = ?1";
+
+/// Redrive: dead → ready, attempts reset, errors kept as history.
+pub(super) const DEAD_REDRIVE: &str = "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?2, finished_at = NULL, \
+     cancel_requested = 0, version = version + 1 WHERE id = ?1 AND state = 'dead' RETURNING priority, version";
+
+/// Deletes finished jobs past retention. `id < ?3` bounds the index scan to jobs created before
+/// the cutoff (a job cannot finish before it is created), so a queue full of recent jobs costs
+/// nothing to check.
+pub(super) const JOBS_PRUNE: &str = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = ?1 AND \
+     state = ?2 AND id < ?3 AND finished_at < ?4 LIMIT ?5)";
