@@ -21,6 +21,9 @@
 //! | `wharf_job_wait_seconds` | histogram | queue | ready → leased |
 //! | `wharf_job_run_seconds` | histogram | queue | leased → succeeded, failed or released |
 //! | `wharf_workers_connected` | gauge | | workers that asked for work in the last minute |
+//! | `wharf_store_transactions_total` | counter | | store transactions committed (group commits) |
+//! | `wharf_store_operations_total` | counter | | operations applied in those transactions |
+//! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, fsync included |
 //!
 //! Counters start at zero when the server starts, as Prometheus expects.
 
@@ -53,7 +56,11 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     /// Records one observation of `ms` milliseconds.
     pub fn observe_ms(&mut self, ms: u64) {
-        let seconds = ms as f64 / 1000.0;
+        self.observe_seconds(ms as f64 / 1000.0);
+    }
+
+    /// Records one observation of `seconds`.
+    pub fn observe_seconds(&mut self, seconds: f64) {
         let slot = LATENCY_BUCKETS.iter().position(|&bound| seconds <= bound).unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[slot] += 1;
         self.sum_seconds += seconds;
@@ -114,6 +121,19 @@ pub struct MetricsSnapshot {
     pub queues: Vec<QueueMetrics>,
     /// Workers seen in the last minute.
     pub workers_connected: u64,
+    /// The store's own work.
+    pub store: StoreMetrics,
+}
+
+/// How the store commits: operations per transaction is the group-commit factor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreMetrics {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Operations applied in them.
+    pub operations: u64,
+    /// Time per commit, fsync included.
+    pub commit: LatencyHistogram,
 }
 
 /// Renders a snapshot in the Prometheus text format.
@@ -225,6 +245,33 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.0.workers_connected as i64).encode(metric)?;
+        let store = &self.0.store;
+        let metric = encoder.encode_descriptor(
+            "wharf_store_transactions",
+            "Store transactions committed (group commits)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(store.transactions).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "wharf_store_operations",
+            "Operations applied in committed transactions",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(store.operations).encode(metric)?;
+        let mut metric = encoder.encode_descriptor(
+            "wharf_store_commit_seconds",
+            "Time to commit one transaction, fsync included",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_histogram::<NoLabelSet>(
+            store.commit.sum_seconds,
+            store.commit.count,
+            &store.commit.encode_buckets(),
+            None,
+        )?;
         Ok(())
     }
 }
@@ -251,7 +298,7 @@ mod tests {
         q.jobs[JobState::Ready.index()] = 7;
         q.counters.enqueued = 9;
         q.counters.wait.observe_ms(3);
-        let text = render(MetricsSnapshot { queues: vec![q], workers_connected: 2 });
+        let text = render(MetricsSnapshot { queues: vec![q], workers_connected: 2, store: StoreMetrics::default() });
         for line in [
             "wharf_jobs{queue=\"pdf\",state=\"ready\"} 7",
             "wharf_jobs_enqueued_total{queue=\"pdf\"} 9",

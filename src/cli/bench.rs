@@ -25,8 +25,12 @@ use tokio::sync::Mutex;
 
 use super::ClientArgs;
 use super::output;
-use crate::api::{AckComplete, AckRequest, BatchEnqueueRequest, EnqueueRequest, LeaseRequest, QueuePolicyRequest};
+use crate::api::{
+    AckComplete, AckRequest, AckResponse, BatchEnqueueRequest, BatchEnqueueResponse, EnqueueRequest, JobSummaryView,
+    LeaseRequest, LeaseResponse, QueuePolicyRequest,
+};
 use crate::client::Client;
+use crate::client::conn::Connection;
 
 /// A measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -188,9 +192,15 @@ async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.in_flight.max(1) {
-        let (client, queue, next, progress, total) =
-            (client.clone(), queue.to_owned(), Arc::clone(&next), progress.clone(), args.jobs);
+        let (base, path, next, progress, total) = (
+            client.base().to_owned(),
+            format!("/v1/queues/{queue}/jobs"),
+            Arc::clone(&next),
+            progress.clone(),
+            args.jobs,
+        );
         tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
             let mut hist = histogram();
             loop {
                 let seq = next.fetch_add(1, Ordering::Relaxed);
@@ -200,7 +210,7 @@ async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
                 let job =
                     EnqueueRequest { kind: "noop".into(), payload: Some(payload(seq)), ..EnqueueRequest::default() };
                 let sent = Instant::now();
-                client.enqueue(&queue, &job).await?;
+                let _: JobSummaryView = conn.post(&path, &job).await?;
                 let _ = hist.record(sent.elapsed().as_micros() as u64);
                 progress.inc(1);
             }
@@ -227,8 +237,10 @@ async fn enqueue_batches(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..in_flight.max(1) {
-        let (client, queue, next, progress) = (client.clone(), queue.to_owned(), Arc::clone(&next), progress.clone());
+        let (base, path, next, progress) =
+            (client.base().to_owned(), format!("/v1/queues/{queue}/jobs/batch"), Arc::clone(&next), progress.clone());
         tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
             let mut hist = histogram();
             loop {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
@@ -246,7 +258,7 @@ async fn enqueue_batches(
                         .collect(),
                 };
                 let sent = Instant::now();
-                client.enqueue_batch(&queue, &req).await?;
+                let _: BatchEnqueueResponse = conn.post(&path, &req).await?;
                 let _ = hist.record(sent.elapsed().as_micros() as u64);
                 progress.inc(last - first);
             }
@@ -278,9 +290,11 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.workers.max(1) {
-        let (client, queue, done, progress) = (client.clone(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        let (base, queue, done, progress) =
+            (client.base().to_owned(), queue.to_owned(), Arc::clone(&done), progress.clone());
         let max = args.lease_batch;
         tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
             let mut hist = histogram();
             let worker_id = format!("bench-{w}");
             while done.load(Ordering::Relaxed) < total {
@@ -292,7 +306,7 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
                     wait_ms: Some(100),
                     lease_ms: None,
                 };
-                let jobs = client.lease(&lease).await?.jobs;
+                let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
                 if jobs.is_empty() {
                     continue;
                 }
@@ -303,7 +317,7 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
                         .collect(),
                     fail: Vec::new(),
                 };
-                let acked = client.ack(&ack).await?;
+                let acked: AckResponse = conn.post("/v1/ack", &ack).await?;
                 let n = acked.complete.iter().filter(|item| item.state.is_some()).count() as u64;
                 let _ = hist.record(sent.elapsed().as_micros() as u64);
                 done.fetch_add(n, Ordering::Relaxed);
@@ -332,8 +346,8 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
     let progress = bar(total, "pickup", quiet);
     let mut consumers = Vec::new();
     for w in 0..2 {
-        let (client, queue, sent, received, hist, progress) = (
-            client.clone(),
+        let (base, queue, sent, received, hist, progress) = (
+            client.base().to_owned(),
             queue.to_owned(),
             Arc::clone(&sent),
             Arc::clone(&received),
@@ -341,6 +355,7 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
             progress.clone(),
         );
         consumers.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
             let lease = LeaseRequest {
                 worker_id: format!("bench-pickup-{w}"),
                 queues: vec![queue],
@@ -349,7 +364,7 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
                 lease_ms: None,
             };
             while received.load(Ordering::Relaxed) < total {
-                let jobs = client.lease(&lease).await?.jobs;
+                let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
                 let now = origin.elapsed().as_micros() as u64 + 1;
                 let mut ack = AckRequest::default();
                 for job in jobs {
@@ -367,7 +382,7 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
                     progress.inc(1);
                 }
                 if !ack.complete.is_empty() {
-                    client.ack(&ack).await?;
+                    let _: AckResponse = conn.post("/v1/ack", &ack).await?;
                 }
             }
             Ok::<_, anyhow::Error>(())

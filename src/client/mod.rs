@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub mod conn;
+
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;

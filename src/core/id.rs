@@ -1,4 +1,4 @@
-//! Time-sortable identifiers for jobs and lease tokens.
+//! Time-sortable identifiers for jobs, and lease tokens from the same sequence.
 //!
 //! An id is a positive 63-bit integer: 44 bits of milliseconds since 2024-01-01 UTC, then a
 //! 19-bit sequence within the millisecond. Ids from one [`IdGenerator`] strictly increase, so
@@ -100,8 +100,9 @@ impl FromStr for JobId {
 /// The fencing token of one lease.
 ///
 /// Every lease of every job gets a fresh token from the same generator as job ids, so tokens of
-/// one job strictly increase across its leases and a token never repeats, even across restarts.
-/// A completion, failure, heartbeat or release is accepted only with the job's current token.
+/// one job strictly increase across its leases and no two leases ever share a token, even
+/// across restarts: a worker that mixes up jobs is refused as surely as a stale one. A
+/// completion, failure, heartbeat or release is accepted only with the job's current token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseToken(i64);
 

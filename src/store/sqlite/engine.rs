@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint::Checkpointer;
 use super::memory::{Lease, Memory, QueueMem, ReadyKey};
 use super::{rows, sql};
 use crate::core::state::{self, AfterFailure, CancelEffect, FailedAttempt};
@@ -128,8 +129,6 @@ struct Batch {
     events: Vec<JobEvent>,
     /// Something happened that may let a parked lease proceed.
     maybe_ready: bool,
-    /// Ids or tokens were handed out: the high-water mark must be saved.
-    ids_used: bool,
 }
 
 impl Batch {
@@ -181,6 +180,9 @@ pub(super) fn store_error(err: &rusqlite::Error) -> StoreError {
 /// The writer thread's state.
 pub(super) struct Engine {
     conn: Connection,
+    checkpointer: Checkpointer,
+    /// The data dir's lock, released when the thread ends.
+    _lock: std::fs::File,
     mem: Memory,
     ids: IdGenerator,
     clock: Arc<dyn Clock>,
@@ -191,21 +193,35 @@ pub(super) struct Engine {
     orphans: Vec<(JobId, LeaseToken)>,
     /// Set on shutdown: lease requests answer at once instead of parking.
     stop_waiting: bool,
+    /// Ids up to this one are reserved in the database.
+    id_reserved: i64,
+    /// Transactions, operations and commit times, for `/metrics`.
+    stats: crate::metrics::StoreMetrics,
 }
 
 impl Engine {
-    pub(super) fn new(conn: Connection, clock: Arc<dyn Clock>, events: Arc<EventBus>) -> rusqlite::Result<Self> {
-        let (mem, high_water) = load(&conn)?;
+    pub(super) fn new(
+        conn: Connection,
+        checkpointer: Checkpointer,
+        lock: std::fs::File,
+        clock: Arc<dyn Clock>,
+        events: Arc<EventBus>,
+    ) -> rusqlite::Result<Self> {
+        let (mem, reserved) = load(&conn)?;
         Ok(Engine {
             conn,
+            checkpointer,
+            _lock: lock,
             mem,
-            ids: IdGenerator::resume_after(high_water),
+            ids: IdGenerator::resume_after(reserved),
+            id_reserved: reserved,
             clock,
             rng: fastrand::Rng::new(),
             events,
             waiters: Vec::new(),
             orphans: Vec::new(),
             stop_waiting: false,
+            stats: crate::metrics::StoreMetrics::default(),
         })
     }
 
@@ -242,11 +258,21 @@ impl Engine {
                 self.stop_waiting = true;
             }
             self.process(&mut batch);
+            if self.checkpointer.behind() {
+                // Rare: bounded stall instead of an unbounded log.
+                match self.conn.execute_batch("PRAGMA wal_checkpoint(RESTART)") {
+                    Ok(()) => self.checkpointer.caught_up(),
+                    Err(err) => tracing::warn!(error = %err, "writer checkpoint failed"),
+                }
+            }
             if let Some(reply) = shutdown {
                 while let Ok(late) = rx.try_recv() {
                     late.reject(StoreError::Unavailable("the store is shutting down".into()));
                 }
-                let _ = self.conn.execute_batch("PRAGMA optimize");
+                self.checkpointer.stop();
+                if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;") {
+                    tracing::warn!(error = %err, "final checkpoint failed; the log is replayed at next start");
+                }
                 let _ = reply.send(Ok(()));
                 return;
             }
@@ -266,30 +292,35 @@ impl Engine {
     }
 
     fn process(&mut self, batch: &mut Vec<Command>) {
-        let mut cx = Batch {
-            now: self.clock.now(),
-            answers: Vec::new(),
-            events: Vec::new(),
-            maybe_ready: false,
-            ids_used: false,
-        };
-        let counters: Vec<_> = self.mem.queues.iter().map(|q| (q.name.clone(), q.counters.clone())).collect();
+        let mut cx = Batch { now: self.clock.now(), answers: Vec::new(), events: Vec::new(), maybe_ready: false };
+        // Counters describe committed work only: restored if the transaction fails.
+        let counters: Vec<_> = self.mem.queues.iter().map(|q| q.counters.clone()).collect();
+        let operations = batch.len() as u64;
+        let mut commit_started = None;
         let mut commands = batch.drain(..);
         let outcome = (|| -> rusqlite::Result<()> {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             for cmd in commands.by_ref() {
                 self.apply(cmd, &mut cx)?;
             }
             self.release_orphans(&mut cx)?;
             self.maintain(&mut cx)?;
             self.serve_waiters(&mut cx)?;
-            if cx.ids_used {
-                self.conn.prepare_cached(sql::META_HIGH_WATER_SET)?.execute([self.ids.last()])?;
+            if self.ids.last() > self.id_reserved {
+                let reserve = self.ids.last().max(JobId::floor_at(cx.now.plus_millis(1_000)).raw());
+                self.conn.prepare_cached(sql::META_ID_RESERVED_SET)?.execute([reserve])?;
+                self.id_reserved = reserve;
             }
-            self.conn.execute_batch("COMMIT")
+            commit_started = Some(Instant::now());
+            self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
         })();
         match outcome {
             Ok(()) => {
+                self.stats.transactions += 1;
+                self.stats.operations += operations;
+                if let Some(started) = commit_started {
+                    self.stats.commit.observe_seconds(started.elapsed().as_secs_f64());
+                }
                 self.events.publish(cx.events.drain(..));
                 for pending in cx.answers {
                     match pending {
@@ -320,18 +351,20 @@ impl Engine {
         }
     }
 
-    /// Rebuilds memory from the database after a rollback, keeping the since-start counters.
-    fn reload(&mut self, counters: Vec<(QueueName, crate::metrics::QueueCounters)>) {
+    /// Rebuilds memory from the database after a rollback, keeping the since-start counters as
+    /// they were before the failed transaction.
+    fn reload(&mut self, counters: Vec<crate::metrics::QueueCounters>) {
         match load(&self.conn) {
-            Ok((mut mem, high_water)) => {
-                for (name, saved) in counters {
-                    if let Some(i) = mem.queue_index(name.as_str()) {
+            Ok((mut mem, reserved)) => {
+                for (old, saved) in self.mem.queues.iter().zip(counters) {
+                    if let Some(i) = mem.queue_index(old.name.as_str()) {
                         mem.queues[i].counters = saved;
                     }
                 }
                 mem.workers = std::mem::take(&mut self.mem.workers);
                 self.mem = mem;
-                self.ids = IdGenerator::resume_after(high_water.max(self.ids.last()));
+                self.ids = IdGenerator::resume_after(reserved.max(self.ids.last()));
+                self.id_reserved = reserved;
             }
             Err(err) => tracing::error!(error = %err, "store reload failed; memory may be stale until restart"),
         }
@@ -449,7 +482,6 @@ impl Engine {
                 }
             }
             let id = self.ids.job_id(cx.now);
-            cx.ids_used = true;
             let run_at = job.run_at.unwrap_or(cx.now);
             let state = state::waiting_state(run_at, cx.now);
             self.conn.prepare_cached(sql::JOB_INSERT)?.execute(params![
@@ -562,7 +594,6 @@ impl Engine {
             queue.take_start();
             let lease_ms = params.lease_ms.unwrap_or(queue.policy.lease_ms);
             let token = self.ids.lease_token(now);
-            cx.ids_used = true;
             let expires_at = now.plus_millis(lease_ms);
             let leased = self.conn.prepare_cached(sql::JOB_LEASE)?.query_row(
                 params![
@@ -605,7 +636,7 @@ impl Engine {
             self.mem.insert_lease(
                 key.id,
                 Lease {
-                    token,
+                    token: job.lease_token,
                     expires_at,
                     queue: q,
                     lease_ms,
@@ -1051,7 +1082,7 @@ impl Engine {
                 counters: q.counters.clone(),
             })
             .collect();
-        MetricsSnapshot { queues, workers_connected: self.mem.workers_connected(now) }
+        MetricsSnapshot { queues, workers_connected: self.mem.workers_connected(now), store: self.stats.clone() }
     }
 }
 
@@ -1072,7 +1103,7 @@ fn write_queue(conn: &Connection, name: &QueueName, p: &QueuePolicy, now: Timest
     Ok(())
 }
 
-/// Builds the in-memory view from the database, and reads the id high-water mark.
+/// Builds the in-memory view from the database, and reads where id generation resumes.
 pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
     let mut mem = Memory::default();
     {
@@ -1145,6 +1176,6 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
             mem.insert_lease(id, lease);
         }
     }
-    let high_water: i64 = conn.query_row(sql::META_HIGH_WATER_GET, [], |row| row.get(0))?;
-    Ok((mem, high_water))
+    let reserved: i64 = conn.query_row(sql::META_ID_RESERVED_GET, [], |row| row.get(0))?;
+    Ok((mem, reserved))
 }

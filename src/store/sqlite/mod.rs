@@ -2,8 +2,9 @@
 //!
 //! A [`SqliteStore`] is a cheap handle that sends commands to the writer thread in
 //! [`engine`], which owns the only connection (see its docs for group commit and the in-memory
-//! view). The file is opened in WAL mode with an exclusive lock, so a second server on the same
-//! data dir fails at start with a clear error instead of corrupting the first one's view.
+//! view). The file is in WAL mode; a lock on `wharf.db.lock` keeps a second server off the same
+//! data dir (it fails at start with a clear error), and [`checkpoint`] copies the log into the
+//! database off the commit path.
 //!
 //! Durability: with [`Durability::Fsync`] (the default) every commit is fsynced, so an answered
 //! change survives power loss; with [`Durability::Os`] commits reach the OS but are fsynced only
@@ -27,6 +28,7 @@ use crate::store::{
     Store, StoreError, StoreResult,
 };
 
+mod checkpoint;
 mod engine;
 mod memory;
 mod rows;
@@ -118,6 +120,22 @@ impl SqliteStore {
             }
             _ => OpenError::Other { path: path.clone(), source },
         };
+        // One server owns a data dir: an advisory lock on a file beside the database, held by
+        // the writer thread for as long as it runs (the OS drops it if the process dies).
+        let lock_path = PathBuf::from(format!("{}.lock", config.path.display()));
+        let lock = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
+            OpenError::Other { path: lock_path.clone(), source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)) }
+        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(config.path.clone())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(OpenError::Other {
+                    path: lock_path,
+                    source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                });
+            }
+        }
         let conn = Connection::open_with_flags(
             &config.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -127,13 +145,13 @@ impl SqliteStore {
             Durability::Fsync => "FULL",
             Durability::Os => "NORMAL",
         };
-        // Exclusive locking before the first access lets WAL work without shared memory and
-        // keeps other processes out for as long as this connection lives.
+        // Checkpoints run on their own thread (see `checkpoint`), never inside a commit.
         conn.execute_batch(&format!(
-            "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 33554432; \
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768; PRAGMA foreign_keys = OFF;"
         ))
         .map_err(classify)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(classify)?;
         conn.set_prepared_statement_cache_capacity(64);
         migrate(&conn, &config.path).map_err(|e| match e {
             MigrateError::Sql(source) => classify(source),
@@ -141,7 +159,8 @@ impl SqliteStore {
                 OpenError::TooNew { path: config.path.clone(), found, known: sql::MIGRATIONS.len() as i64 }
             }
         })?;
-        let engine = Engine::new(conn, clock, events).map_err(classify)?;
+        let checkpointer = checkpoint::Checkpointer::start(&config.path, synchronous).map_err(classify)?;
+        let engine = Engine::new(conn, checkpointer, lock, clock, events).map_err(classify)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_depth);
         let thread =
             std::thread::Builder::new().name("wharf-store".into()).spawn(move || engine.run(rx)).map_err(|e| {

@@ -42,13 +42,15 @@ pub(super) const SCHEDULED_OF_QUEUE: &str = "SELECT id, run_at FROM jobs WHERE q
 pub(super) const RUNNING_OF_QUEUE: &str = "SELECT id, lease_token, lease_expires_at, lease_ms, started_at, attempt, \
      max_attempts, cancel_requested FROM jobs WHERE queue = ?1 AND state = 'running'";
 
-/// The id high-water mark.
-pub(super) const META_HIGH_WATER_GET: &str = "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'id_high_water'), 0), \
+/// Where id generation resumes: past the reservation and past every stored id.
+pub(super) const META_ID_RESERVED_GET: &str = "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'id_reserved'), 0), \
      COALESCE((SELECT MAX(id) FROM jobs), 0))";
 
-/// Records the id high-water mark, once per transaction that handed out ids.
-pub(super) const META_HIGH_WATER_SET: &str =
-    "INSERT INTO meta (key, value) VALUES ('id_high_water', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+/// Reserves ids and lease tokens up to `?1`: written when generation passes the previous
+/// reservation, about once a second under load, so a clock that steps back across a restart
+/// cannot repeat an id or a token.
+pub(super) const META_ID_RESERVED_SET: &str =
+    "INSERT INTO meta (key, value) VALUES ('id_reserved', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// Enqueue.
 pub(super) const JOB_INSERT: &str = "INSERT INTO jobs (id, queue, kind, state, priority, run_at, max_attempts, \

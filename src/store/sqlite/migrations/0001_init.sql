@@ -60,8 +60,8 @@ CREATE INDEX jobs_by_queue_state ON jobs (queue, state, id);
 CREATE UNIQUE INDEX jobs_by_idempotency_key ON jobs (queue, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- Small durable counters; `id_high_water` is the largest id or lease token handed out, so a
--- clock that steps back across a restart cannot repeat one.
+-- Small durable values; `id_reserved` bounds the ids handed out, so a clock that steps back
+-- across a restart cannot repeat one.
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL

@@ -1,0 +1,85 @@
+//! The checkpointer: copies committed pages from the write-ahead log into the database file, on
+//! its own thread and connection, so the writer never stalls for it.
+//!
+//! SQLite would otherwise checkpoint inside whichever commit crosses its threshold, holding that
+//! commit (and every answer waiting on it) for tens of milliseconds. Here the writer has
+//! automatic checkpoints off; this thread runs a `PASSIVE` checkpoint every
+//! [`INTERVAL`], which never blocks the writer. Once every frame is copied, the writer's next
+//! transaction starts the log over, so the log stays small. Should the log still grow past
+//! [`WAL_LIMIT_FRAMES`] (a write load the checkpointer cannot keep up with), the writer runs a
+//! blocking checkpoint itself rather than let the file grow without bound.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// How often the checkpointer runs.
+pub(super) const INTERVAL: Duration = Duration::from_millis(50);
+/// Log size, in 4 KiB frames (about 64 MiB), beyond which the writer checkpoints itself.
+pub(super) const WAL_LIMIT_FRAMES: i64 = 16_384;
+
+/// The running checkpointer.
+#[derive(Debug)]
+pub(super) struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    /// Frames in the log at the last checkpoint.
+    wal_frames: Arc<AtomicI64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Opens a second connection to `path` and starts checkpointing.
+    pub(super) fn start(path: &Path, synchronous: &str) -> rusqlite::Result<Self> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let thread = {
+            let (stop, wal_frames) = (Arc::clone(&stop), Arc::clone(&wal_frames));
+            std::thread::Builder::new()
+                .name("wharf-checkpoint".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+                            Ok(frames) => wal_frames.store(frames, Ordering::Release),
+                            Err(err) => tracing::warn!(error = %err, "checkpoint failed; will retry"),
+                        }
+                        std::thread::park_timeout(INTERVAL);
+                    }
+                })
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+        };
+        Ok(Checkpointer { stop, wal_frames, thread: Some(thread) })
+    }
+
+    /// True when the log has outgrown what the checkpointer keeps up with.
+    pub(super) fn behind(&self) -> bool {
+        self.wal_frames.load(Ordering::Acquire) > WAL_LIMIT_FRAMES
+    }
+
+    /// Records that the writer just checkpointed the whole log itself.
+    pub(super) fn caught_up(&self) {
+        self.wal_frames.store(0, Ordering::Release);
+    }
+
+    /// Stops the thread and waits for it.
+    pub(super) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
