@@ -372,10 +372,10 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
                         .ok()
                         .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
                         .unwrap_or(u64::MAX);
-                    if let Some(at) = sent.get(seq as usize).map(|a| a.load(Ordering::Acquire)) {
-                        if at > 0 {
-                            let _ = hist.lock().await.record(now.saturating_sub(at).max(1));
-                        }
+                    if let Some(at) = sent.get(seq as usize).map(|a| a.load(Ordering::Acquire))
+                        && at > 0
+                    {
+                        let _ = hist.lock().await.record(now.saturating_sub(at).max(1));
                     }
                     ack.complete.push(AckComplete { id: job.id, lease_token: job.lease_token, result: None });
                     received.fetch_add(1, Ordering::Relaxed);

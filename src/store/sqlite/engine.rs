@@ -580,10 +580,10 @@ impl Engine {
                 if room[pos] == 0 {
                     continue;
                 }
-                if let Some(&head) = self.mem.queues[i].ready.first() {
-                    if best.is_none_or(|(_, b)| head < b) {
-                        best = Some((pos, head));
-                    }
+                if let Some(&head) = self.mem.queues[i].ready.first()
+                    && best.is_none_or(|(_, b)| head < b)
+                {
+                    best = Some((pos, head));
                 }
             }
             let Some((pos, key)) = best else { break };
