@@ -56,6 +56,8 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
     let (job, created) = client.enqueue(&args.queue, &req).await?;
     if args.client.json {
         output::json(&job)?;
+    } else if args.quiet {
+        println!("{}", job.id);
     } else {
         let verb = if created { "enqueued" } else { "already enqueued (same idempotency key)" };
         println!("{verb} {} on {} ({})", job.id, job.queue, job.state);

@@ -132,6 +132,9 @@ pub struct EnqueueArgs {
     /// Metadata entries, KEY=VALUE, repeatable.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub metadata: Vec<String>,
+    /// Print only the job id (for scripts: `id=$(wharf enqueue -q …)`).
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
     /// Server and output.
     #[command(flatten)]
     pub client: ClientArgs,

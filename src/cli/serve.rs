@@ -94,9 +94,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let events = Arc::new(EventBus::new(DEFAULT_RING_CAPACITY, boot_micros));
     let sqlite = SqliteConfig { durability: config.durability, ..SqliteConfig::new(&path) };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, clock.clone(), Arc::clone(&events))?);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(
         address = %format!("http://{local}"),
@@ -107,6 +105,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(config);
     crate::server::serve(listener, store, events, clock, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Binds with `SO_REUSEADDR`, so a restarted server gets its port back at once even while
+/// connections of the previous process linger in TIME_WAIT.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

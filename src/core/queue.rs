@@ -16,12 +16,15 @@ impl QueueName {
     /// Validates a queue name.
     pub fn parse(name: &str) -> Result<Self, Invalid> {
         if name.is_empty() || name.len() > Self::MAX_LEN {
-            return Err(Invalid::new("queue", format!("{name:?} must be 1 to {} characters", Self::MAX_LEN)));
+            return Err(Invalid::new(
+                "queue",
+                format!("queue name {name:?} must be 1 to {} characters", Self::MAX_LEN),
+            ));
         }
         if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
             return Err(Invalid::new(
                 "queue",
-                format!("{name:?} has {bad:?}; a queue name is letters, digits, '.', '_' and '-'"),
+                format!("queue name {name:?} has {bad:?}; a queue name is letters, digits, '.', '_' and '-'"),
             ));
         }
         Ok(QueueName(name.to_owned()))

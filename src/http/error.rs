@@ -100,9 +100,10 @@ impl ApiError {
         self
     }
 
-    /// A malformed request field.
-    pub fn invalid_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        ApiError::new(ProblemCode::InvalidRequest, detail).field(field)
+    /// A malformed request field; the detail reads `field: reason`.
+    pub fn invalid_request(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        ApiError::new(ProblemCode::InvalidRequest, format!("{field}: {reason}")).field(field)
     }
 
     /// The problem body.

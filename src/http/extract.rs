@@ -3,8 +3,6 @@
 //! Bodies are parsed whatever their `Content-Type` (`curl -d` sends a form type), since every
 //! body of this API is JSON.
 
-use std::error::Error as _;
-
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -60,19 +58,54 @@ where
     }
 }
 
+/// Most bytes read and thrown away after a body goes over its limit, so that a client that
+/// does not wait for `100 Continue` can finish sending and read the 413 instead of a reset.
+const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
 async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|err| {
-        let too_large = err.source().is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(ProblemCode::BodyTooLarge, format!("the request body is over the limit of {limit} bytes"))
-        } else {
+    use http_body_util::BodyExt as _;
+    let too_large =
+        || ApiError::new(ProblemCode::BodyTooLarge, format!("the request body is over the limit of {limit} bytes"));
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let expects_continue = req.headers().contains_key(axum::http::header::EXPECT);
+    if declared.is_some_and(|n| n > limit) && (expects_continue || declared.is_some_and(|n| n > DRAIN_MAX)) {
+        // Refuse before the body is sent (or when it is too big to be worth draining).
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
             ApiError::new(ProblemCode::InvalidRequest, format!("could not read the request body: {err}"))
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total <= limit {
+            bytes.extend_from_slice(&data);
+        } else if total > DRAIN_MAX {
+            break;
         }
-    })
+    }
+    if total > limit { Err(too_large()) } else { Ok(axum::body::Bytes::from(bytes)) }
 }
 
-/// Parses JSON, reporting the path of the field at fault.
+/// Parses a JSON object, reporting the path of the field at fault.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would accept an array for a struct; every body of this API is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+            if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() =>
+        {
+            return Err(ApiError::new(ProblemCode::InvalidRequest, "the request body must be a JSON object"));
+        }
+        _ => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -161,12 +194,12 @@ impl FromRequestParts<AppState> for JobPath {
 
 /// Parses a job id from a request field.
 pub fn job_id(field: &str, raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{field}: {raw:?} is not a job id")))
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{raw:?} is not a job id")))
 }
 
 /// Parses a lease token from a request field.
 pub fn lease_token(field: &str, raw: &str) -> Result<crate::core::LeaseToken, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{field}: {raw:?} is not a lease token")))
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{raw:?} is not a lease token")))
 }
 
 #[cfg(test)]

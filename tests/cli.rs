@@ -1,0 +1,139 @@
+//! The command line against a real server: tables for people, JSON for scripts, one-line errors.
+
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, wharf_bin};
+
+#[tokio::test]
+async fn enqueue_and_inspect_from_the_command_line() {
+    let server = TestServer::start().await;
+    let (code, out, err) = server.cli(&[
+        "enqueue",
+        "pdf",
+        "render",
+        "--payload",
+        r#"{"id":7}"#,
+        "--priority",
+        "3",
+        "--meta",
+        "tenant=acme",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let job: Value = serde_json::from_str(&out).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!((job["state"].as_str(), job["priority"].as_i64()), (Some("ready"), Some(3)));
+
+    let (code, out, _) = server.cli(&["enqueue", "pdf", "render", "--delay", "5m"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("enqueued ") && out.contains("(scheduled)"), "{out}");
+
+    let (_, out, _) = server.cli(&["jobs", "pdf"]);
+    assert!(out.contains(&id) && out.contains("render") && out.contains("ready"), "{out}");
+    let (_, out, _) = server.cli(&["jobs", "pdf", "--state", "scheduled", "--json"]);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1));
+
+    let (_, out, _) = server.cli(&["queues"]);
+    let row = out.lines().find(|l| l.trim_start().starts_with("pdf")).unwrap_or_default();
+    assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), vec!["pdf", "1", "1"], "{out}");
+
+    let (code, out, _) = server.cli(&["job", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains(r#"{"id":7}"#) && out.contains("render"), "{out}");
+    let (_, out, _) = server.cli(&["job", &id, "--json"]);
+    let full: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(full["metadata"], json!({"tenant": "acme"}));
+
+    let (code, out, _) = server.cli(&["enqueue", "pdf", "render", "--key", "k1"]);
+    assert_eq!(code, 0);
+    let (_, again, _) = server.cli(&["enqueue", "pdf", "render", "--key", "k1"]);
+    assert!(out.starts_with("enqueued") && again.starts_with("already enqueued"), "{again}");
+}
+
+#[tokio::test]
+async fn dead_jobs_are_listed_and_redriven() {
+    let server = TestServer::start().await;
+    let id = server.enqueue("lab", json!({"kind": "process_pending_labs", "max_attempts": 1})).await;
+    let job = server.lease("lab", 1, 0).await.remove(0);
+    server
+        .post(&format!("/v1/jobs/{id}/fail"), json!({"lease_token": job["lease_token"], "error": "HL7 parse error"}))
+        .await;
+    let (code, out, _) = server.cli(&["dead", "lab"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("HL7 parse error"), "{out}");
+    let (code, out, _) = server.cli(&["redrive", "lab"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("redrove 1 dead job"), "{out}");
+    assert_eq!(server.state(&id).await, "ready");
+    let (_, out, _) = server.cli(&["dead", "lab"]);
+    assert!(out.contains("no dead jobs"), "{out}");
+}
+
+#[tokio::test]
+async fn cancel_pause_and_resume() {
+    let server = TestServer::start().await;
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    let (_, out, _) = server.cli(&["pause", "q"]);
+    assert_eq!(out.trim(), "paused q");
+    assert!(server.lease("q", 1, 0).await.is_empty());
+    let (_, out, _) = server.cli(&["resume", "q"]);
+    assert_eq!(out.trim(), "resumed q");
+    let (code, out, _) = server.cli(&["cancel", &id]);
+    assert_eq!((code, out.trim().to_owned()), (0, format!("canceled {id}")));
+}
+
+#[tokio::test]
+async fn follow_streams_until_the_job_finishes_and_exits_by_outcome() {
+    let server = TestServer::start().await;
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    let follow = tokio::process::Command::new(wharf_bin())
+        .args(["job", &id, "--follow"])
+        .env("WHARF_SERVER", &server.base)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job = server.lease("q", 1, 0).await.remove(0);
+    let token = job["lease_token"].clone();
+    server
+        .post(&format!("/v1/jobs/{id}/heartbeat"), json!({"lease_token": token, "progress": {"stage": "embedding"}}))
+        .await;
+    server.post(&format!("/v1/jobs/{id}/complete"), json!({"lease_token": token, "result": "done"})).await;
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(20), follow.wait_with_output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("succeeded") && text.contains(r#""done""#), "{text}");
+
+    let dead = server.enqueue("q", json!({"kind": "k", "max_attempts": 1})).await;
+    let job = server.lease("q", 1, 0).await.remove(0);
+    server.post(&format!("/v1/jobs/{dead}/fail"), json!({"lease_token": job["lease_token"], "error": "no"})).await;
+    let (code, out, _) = server.cli(&["job", &dead, "--follow"]);
+    assert_eq!(code, 3, "a job that ended dead exits 3: {out}");
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_the_cause() {
+    let server = TestServer::start().await;
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["enqueue", "q", "k", "--payload", "{bad"], "--payload is not valid JSON"),
+        (vec!["enqueue", "q", "k", "--delay", "5 parsecs"], "--delay"),
+        (vec!["enqueue", "bad name", "k"], "invalid_queue_name"),
+        (vec!["enqueue", "q", "k", "--priority", "9999999"], "priority"),
+        (vec!["job", "0000000000000"], "not found"),
+        (vec!["jobs", "q", "--state", "bogus"], "unknown state"),
+        (vec!["redrive", "nope"], "queue_not_found"),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = server.cli(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+        assert!(err.starts_with("error: ") && err.contains(expected), "{args:?}: {err}");
+    }
+    assert_eq!(server.get("/v1/queues").await.1["queues"].as_array().map(Vec::len), Some(0), "nothing was created");
+    let out =
+        std::process::Command::new(wharf_bin()).args(["queues", "--server", "http://127.0.0.1:1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.starts_with("error: cannot reach the wharf server at http://127.0.0.1:1"), "{err}");
+}

@@ -1,0 +1,275 @@
+//! Shared helpers: a real `wharf serve` process on a temporary data dir and a free port.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The `wharf` binary under test.
+pub fn wharf_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wharf")
+}
+
+/// A running `wharf serve`.
+pub struct TestServer {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data dir.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `serve` flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(&dir.path().join("data"), "127.0.0.1:0", &extra);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        TestServer { child: Some(child), base, dir, extra, http }
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Starts the server again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        // The port was just freed; retry briefly in case the kernel has not released it yet.
+        for attempt in 0..50 {
+            match try_spawn(&self.data_dir(), &listen, &self.extra) {
+                Ok((child, base)) => {
+                    self.child = Some(child);
+                    self.base = base;
+                    // Pooled connections went down with the old process.
+                    self.http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+                    return;
+                }
+                Err(err) if attempt < 49 => {
+                    let _ = err;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(err) => panic!("server did not restart: {err}"),
+            }
+        }
+    }
+
+    /// POSTs JSON; returns the status and the body as JSON (or null).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self.http.post(self.url(path)).json(&body).send().await.expect("request");
+        decode(resp).await
+    }
+
+    /// POSTs raw bytes with no content type.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self.http.post(self.url(path)).body(body).send().await.expect("request");
+        decode(resp).await
+    }
+
+    /// PUTs JSON.
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self.http.put(self.url(path)).json(&body).send().await.expect("request");
+        decode(resp).await
+    }
+
+    /// GETs a path.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.url(path)).send().await.expect("request");
+        decode(resp).await
+    }
+
+    /// Enqueues a job; returns its id.
+    pub async fn enqueue(&self, queue: &str, body: Value) -> String {
+        let (status, job) = self.post(&format!("/v1/queues/{queue}/jobs"), body).await;
+        assert_eq!(status, 201, "enqueue: {job}");
+        job["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Leases up to `max` jobs from `queue`, waiting up to `wait_ms`.
+    pub async fn lease(&self, queue: &str, max: u64, wait_ms: u64) -> Vec<Value> {
+        let (status, body) = self
+            .post("/v1/lease", json!({"worker_id": "test-worker", "queues": [queue], "max": max, "wait_ms": wait_ms}))
+            .await;
+        assert_eq!(status, 200, "lease: {body}");
+        body["jobs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A job's state.
+    pub async fn state(&self, id: &str) -> String {
+        let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "get {id}: {job}");
+        job["state"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Runs a client command of the binary against this server; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(wharf_bin()).args(args).env("WHARF_SERVER", &self.base).output().expect("run wharf");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn decode(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    try_spawn(data_dir, listen, extra).unwrap_or_else(|err| panic!("server did not start: {err}"))
+}
+
+/// Starts `wharf serve` and waits for its "listening" log line, which carries the address.
+fn try_spawn(data_dir: &Path, listen: &str, extra: &[String]) -> Result<(Child, String), String> {
+    let mut child = Command::new(wharf_bin())
+        .args(["serve", "--listen", listen, "--log-format", "json", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("WHARF_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && let Some(addr) = v.get("address").and_then(Value::as_str)
+                {
+                    let _ = tx.send(Ok(addr.to_owned()));
+                    sent = true;
+                    continue;
+                }
+                if line.contains("error") {
+                    let _ = tx.send(Err(line.clone()));
+                }
+            }
+            if std::env::var_os("WHARF_TEST_LOGS").is_some() {
+                eprintln!("[server] {line}");
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err("server exited before listening".into()));
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(addr)) => Ok((child, addr)),
+        Ok(Err(line)) => {
+            let _ = child.kill();
+            Err(line)
+        }
+        Err(_) => {
+            let _ = child.kill();
+            Err("timed out waiting for the server to listen".into())
+        }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sse {
+    /// `id:`.
+    pub id: String,
+    /// `event:`.
+    pub event: String,
+    /// `data:` as JSON.
+    pub data: Value,
+}
+
+/// Reads events from a `text/event-stream` response, one at a time.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    /// Opens `path` on `server`, optionally resuming after `last_event_id`.
+    pub async fn open(server: &TestServer, path: &str, last_event_id: Option<&str>) -> Self {
+        let mut req = server.http.get(server.url(path));
+        if let Some(last) = last_event_id {
+            req = req.header("Last-Event-ID", last);
+        }
+        let resp = req.send().await.expect("stream");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        SseReader { resp, buf: String::new() }
+    }
+
+    /// The next event, or `None` once the server closes the stream. Fails after 10 s.
+    pub async fn next(&mut self) -> Option<Sse> {
+        tokio::time::timeout(Duration::from_secs(10), self.next_inner()).await.expect("an event or the end within 10 s")
+    }
+
+    async fn next_inner(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if event.is_empty() && data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Some(Sse { id, event, data: serde_json::from_str(&data).unwrap_or(Value::Null) });
+            }
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests against the real `wharf` binary, over HTTP and the command line.
+//!
+//! One test binary with one module per area, so it links once.
+
+mod common;
+
+mod api;
+mod bad_input;
+mod cli;
+mod durability;
+mod quickstart;
+mod sse;
