@@ -3,22 +3,29 @@
 //!
 //! SQLite would otherwise checkpoint inside whichever commit crosses its threshold, holding that
 //! commit (and every answer waiting on it) for tens of milliseconds. Here the writer has
-//! automatic checkpoints off; this thread runs a `PASSIVE` checkpoint every
-//! [`INTERVAL`], which never blocks the writer. Once every frame is copied, the writer's next
-//! transaction starts the log over, so the log stays small. Should the log still grow past
+//! automatic checkpoints off; this thread runs a `PASSIVE` checkpoint, which never blocks the
+//! writer, once [`BATCH_COMMITS`] commits have accumulated or a second has passed since the last
+//! one — not more often, because each checkpoint ends with an fsync of the database file that
+//! competes with the writer's own fsyncs and would lengthen commits at low load. Once every
+//! frame is copied, the writer's next transaction starts the log over, so the log stays
+//! small. Should the log still grow past
 //! [`WAL_LIMIT_FRAMES`] (a write load the checkpointer cannot keep up with), the writer runs a
 //! blocking checkpoint itself rather than let the file grow without bound.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-/// How often the checkpointer runs.
+/// How often the checkpointer looks at the commit count.
 pub(super) const INTERVAL: Duration = Duration::from_millis(50);
+/// Commits that trigger a checkpoint at once.
+pub(super) const BATCH_COMMITS: u64 = 256;
+/// Longest time between checkpoints while commits happen.
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(1);
 /// Log size, in 4 KiB frames (about 64 MiB), beyond which the writer checkpoints itself.
 pub(super) const WAL_LIMIT_FRAMES: i64 = 16_384;
 
@@ -28,6 +35,8 @@ pub(super) struct Checkpointer {
     stop: Arc<AtomicBool>,
     /// Frames in the log at the last checkpoint.
     wal_frames: Arc<AtomicI64>,
+    /// Commits so far, counted by the writer.
+    commits: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,22 +49,36 @@ impl Checkpointer {
         conn.busy_timeout(Duration::from_secs(5))?;
         let stop = Arc::new(AtomicBool::new(false));
         let wal_frames = Arc::new(AtomicI64::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
         let thread = {
-            let (stop, wal_frames) = (Arc::clone(&stop), Arc::clone(&wal_frames));
+            let (stop, wal_frames, commits) = (Arc::clone(&stop), Arc::clone(&wal_frames), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("wharf-checkpoint".into())
                 .spawn(move || {
+                    let mut done = 0;
+                    let mut last = Instant::now();
                     while !stop.load(Ordering::Acquire) {
-                        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
-                            Ok(frames) => wal_frames.store(frames, Ordering::Release),
-                            Err(err) => tracing::warn!(error = %err, "checkpoint failed; will retry"),
+                        let now = commits.load(Ordering::Acquire);
+                        let pending = now - done;
+                        if pending >= BATCH_COMMITS || (pending > 0 && last.elapsed() >= MAX_DELAY) {
+                            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1)) {
+                                Ok(frames) => wal_frames.store(frames, Ordering::Release),
+                                Err(err) => tracing::warn!(error = %err, "checkpoint failed; will retry"),
+                            }
+                            done = now;
+                            last = Instant::now();
                         }
                         std::thread::park_timeout(INTERVAL);
                     }
                 })
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
         };
-        Ok(Checkpointer { stop, wal_frames, thread: Some(thread) })
+        Ok(Checkpointer { stop, wal_frames, commits, thread: Some(thread) })
+    }
+
+    /// Counts one commit by the writer.
+    pub(super) fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
     }
 
     /// True when the log has outgrown what the checkpointer keeps up with.

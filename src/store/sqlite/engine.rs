@@ -296,6 +296,8 @@ impl Engine {
         // Counters describe committed work only: restored if the transaction fails.
         let counters: Vec<_> = self.mem.queues.iter().map(|q| q.counters.clone()).collect();
         let operations = batch.len() as u64;
+        // Every job with an id up to here was committed by an earlier transaction.
+        let durable_ids = self.ids.last();
         let mut commit_started = None;
         let mut commands = batch.drain(..);
         let outcome = (|| -> rusqlite::Result<()> {
@@ -306,6 +308,7 @@ impl Engine {
             self.release_orphans(&mut cx)?;
             self.maintain(&mut cx)?;
             self.serve_waiters(&mut cx)?;
+            self.answer_leases_early(&mut cx, durable_ids);
             if self.ids.last() > self.id_reserved {
                 let reserve = self.ids.last().max(JobId::floor_at(cx.now.plus_millis(1_000)).raw());
                 self.conn.prepare_cached(sql::META_ID_RESERVED_SET)?.execute([reserve])?;
@@ -317,6 +320,7 @@ impl Engine {
         match outcome {
             Ok(()) => {
                 self.stats.transactions += 1;
+                self.checkpointer.committed();
                 self.stats.operations += operations;
                 if let Some(started) = commit_started {
                     self.stats.commit.observe_seconds(started.elapsed().as_secs_f64());
@@ -349,6 +353,26 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Answers lease requests before the commit when every job they hand out already exists on
+    /// disk. Only the enqueue must be durable before a worker may act on a job; the lease itself
+    /// need not be: if this transaction fails, the job is ready again and the worker's calls
+    /// with its token are refused as stale, so the worker stops — the same as a lease that
+    /// expired. Jobs enqueued in this very transaction wait for the commit.
+    fn answer_leases_early(&mut self, cx: &mut Batch, durable_ids: i64) {
+        let mut later = Vec::with_capacity(cx.answers.len());
+        for pending in std::mem::take(&mut cx.answers) {
+            match pending {
+                Pending::Leased { reply, jobs } if jobs.iter().all(|j| j.id.raw() <= durable_ids) => {
+                    if let Err(Ok(jobs)) = reply.send(Ok(jobs)) {
+                        self.orphans.extend(jobs.iter().map(|j| (j.id, j.lease_token)));
+                    }
+                }
+                other => later.push(other),
+            }
+        }
+        cx.answers = later;
     }
 
     /// Rebuilds memory from the database after a rollback, keeping the since-start counters as
@@ -595,43 +619,42 @@ impl Engine {
             let lease_ms = params.lease_ms.unwrap_or(queue.policy.lease_ms);
             let token = self.ids.lease_token(now);
             let expires_at = now.plus_millis(lease_ms);
-            let leased = self.conn.prepare_cached(sql::JOB_LEASE)?.query_row(
-                params![
-                    key.id,
-                    token.raw(),
-                    expires_at.as_millis(),
-                    lease_ms as i64,
-                    params.worker_id,
-                    now.as_millis()
-                ],
-                |row| {
-                    let max_attempts: Option<u32> = row.get(4)?;
+            let (mut job, max_override, ready_at, version) =
+                self.conn.prepare_cached(sql::JOB_LEASE_READ)?.query_row([key.id], |row| {
+                    let max_attempts: Option<u32> = row.get(3)?;
                     Ok((
                         LeasedJob {
                             id: JobId::from_raw(key.id),
-                            queue: rows::queue_name(row, 0)?,
-                            kind: row.get(1)?,
-                            payload: row.get(2)?,
-                            attempt: row.get(3)?,
-                            max_attempts: max_attempts.unwrap_or(0),
-                            timeout_ms: row.get::<_, Option<i64>>(5)?.map(|v| v.max(0) as u64),
-                            metadata: rows::metadata_from(row.get(6)?),
-                            priority: row.get(7)?,
+                            queue: self.mem.queues[q].name.clone(),
+                            kind: row.get(0)?,
+                            payload: row.get(1)?,
+                            attempt: row.get::<_, u32>(2)? + 1,
+                            max_attempts: 0,
+                            timeout_ms: row.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
+                            metadata: rows::metadata_from(row.get(5)?),
+                            priority: row.get(6)?,
                             lease_token: token,
                             lease_expires_at: expires_at,
                         },
                         max_attempts,
-                        Timestamp::from_millis(row.get(8)?),
-                        row.get::<_, i64>(9)?,
+                        row.get::<_, i64>(7)?,
+                        row.get::<_, i64>(8)? + 1,
                     ))
-                },
-            )?;
-            let (mut job, max_override, ready_at, version) = leased;
+                })?;
+            let changed = self.conn.prepare_cached(sql::JOB_LEASE)?.execute(params![
+                key.id,
+                token.raw(),
+                expires_at.as_millis(),
+                lease_ms as i64,
+                params.worker_id,
+                now.as_millis()
+            ])?;
+            debug_assert_eq!(changed, 1, "the ready index and the rows agree");
             let queue = &mut self.mem.queues[q];
             job.max_attempts = max_override.unwrap_or(queue.policy.max_attempts);
             queue.count_move(Some(JobState::Ready), Some(JobState::Running));
             queue.counters.started += 1;
-            queue.counters.wait.observe_ms(now.millis_since(ready_at));
+            queue.counters.wait.observe_ms(now.millis_since(Timestamp::from_millis(ready_at)));
             cx.event(queue, key.id, version, EventKind::State, JobState::Running, job.attempt);
             self.mem.insert_lease(
                 key.id,
@@ -644,6 +667,9 @@ impl Engine {
                     attempt: job.attempt,
                     max_attempts: max_override,
                     cancel_requested: false,
+                    version,
+                    priority: job.priority,
+                    ready_at,
                 },
             );
             out.push(job);
@@ -677,12 +703,19 @@ impl Engine {
             Err(err) => return Ok(Err(err)),
         };
         let expires_at = cx.now.plus_millis(params.extend_ms.unwrap_or(lease.lease_ms));
-        let version: i64 = self.conn.prepare_cached(sql::LEASE_HEARTBEAT)?.query_row(
-            params![params.id.raw(), expires_at.as_millis(), params.progress, params.lease_token.raw()],
-            |row| row.get(0),
-        )?;
+        let changed = self.conn.prepare_cached(sql::LEASE_HEARTBEAT)?.execute(params![
+            params.id.raw(),
+            expires_at.as_millis(),
+            params.progress,
+            params.lease_token.raw()
+        ])?;
+        debug_assert_eq!(changed, 1);
         self.mem.extend_lease(params.id.raw(), expires_at);
         if let Some(progress) = params.progress {
+            let version = lease.version + 1;
+            if let Some(held) = self.mem.leases.get_mut(&params.id.raw()) {
+                held.version = version;
+            }
             let queue = &self.mem.queues[lease.queue];
             cx.event(queue, params.id.raw(), version, EventKind::Progress, JobState::Running, lease.attempt).data =
                 Some(progress);
@@ -695,10 +728,14 @@ impl Engine {
             Ok(lease) => lease,
             Err(err) => return Ok(Err(err)),
         };
-        let (version, attempt): (i64, u32) = self.conn.prepare_cached(sql::JOB_COMPLETE)?.query_row(
-            params![params.id.raw(), params.result, cx.now.as_millis(), params.lease_token.raw()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let changed = self.conn.prepare_cached(sql::JOB_COMPLETE)?.execute(params![
+            params.id.raw(),
+            params.result,
+            cx.now.as_millis(),
+            params.lease_token.raw()
+        ])?;
+        debug_assert_eq!(changed, 1);
+        let (version, attempt) = (lease.version + 1, lease.attempt);
         self.mem.remove_lease(params.id.raw());
         let queue = &mut self.mem.queues[lease.queue];
         debug_assert!(state::allowed(JobState::Running, JobState::Succeeded));
@@ -745,19 +782,18 @@ impl Engine {
             AfterFailure::Dead | AfterFailure::Canceled => None,
         };
         let finished_at = next.is_terminal().then_some(cx.now.as_millis());
-        let (version, attempt, priority, row_run_at): (i64, u32, i32, i64) =
-            self.conn.prepare_cached(sql::JOB_FAIL)?.query_row(
-                params![
-                    id.raw(),
-                    next.as_str(),
-                    run_at.map(Timestamp::as_millis),
-                    finished_at,
-                    cx.now.as_millis(),
-                    error,
-                    lease.token.raw(),
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )?;
+        let changed = self.conn.prepare_cached(sql::JOB_FAIL)?.execute(params![
+            id.raw(),
+            next.as_str(),
+            run_at.map(Timestamp::as_millis),
+            finished_at,
+            cx.now.as_millis(),
+            error,
+            lease.token.raw(),
+        ])?;
+        debug_assert_eq!(changed, 1);
+        let (version, attempt, priority) = (lease.version + 1, lease.attempt, lease.priority);
+        let row_run_at = run_at.map_or(lease.ready_at, Timestamp::as_millis);
         self.mem.remove_lease(id.raw());
         match next {
             JobState::Ready => {
@@ -796,12 +832,15 @@ impl Engine {
         };
         let next = state::after_release(lease.cancel_requested);
         let finished_at = next.is_terminal().then_some(cx.now.as_millis());
-        let (version, attempt, priority, run_at): (i64, u32, i32, i64) = self
-            .conn
-            .prepare_cached(sql::JOB_RELEASE)?
-            .query_row(params![id.raw(), next.as_str(), finished_at, token.raw()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })?;
+        let changed = self.conn.prepare_cached(sql::JOB_RELEASE)?.execute(params![
+            id.raw(),
+            next.as_str(),
+            finished_at,
+            token.raw()
+        ])?;
+        debug_assert_eq!(changed, 1);
+        let (version, attempt, priority, run_at) =
+            (lease.version + 1, lease.attempt - 1, lease.priority, lease.ready_at);
         self.mem.remove_lease(id.raw());
         let queue = &mut self.mem.queues[lease.queue];
         if next == JobState::Ready {
@@ -832,7 +871,7 @@ impl Engine {
             if !lease.cancel_requested {
                 // Not an event of its own: the worker learns it on its next heartbeat, and the
                 // stream shows the job ending `canceled`.
-                self.conn.prepare_cached(sql::JOB_CANCEL_REQUEST)?.query_row([id.raw()], |row| row.get::<_, i64>(0))?;
+                self.conn.prepare_cached(sql::JOB_CANCEL_REQUEST)?.execute([id.raw()])?;
                 lease.cancel_requested = true;
             }
             return Ok(Ok(Canceled { state: JobState::Running, cancel_requested: true }));
@@ -848,10 +887,11 @@ impl Engine {
                     row.get::<_, i32>(3)?,
                     row.get::<_, i64>(4)?,
                     row.get::<_, u32>(5)?,
+                    row.get::<_, i64>(6)?,
                 ))
             })
             .optional()?;
-        let Some((queue_name, current, cancel_requested, priority, run_at, attempt)) = found else {
+        let Some((queue_name, current, cancel_requested, priority, run_at, attempt, version)) = found else {
             return Ok(Err(StoreError::JobNotFound(id)));
         };
         match state::cancel(current, cancel_requested) {
@@ -860,10 +900,8 @@ impl Engine {
                 Ok(Ok(Canceled { state: current, cancel_requested }))
             }
             Ok(CancelEffect::CanceledNow) => {
-                let version: i64 = self
-                    .conn
-                    .prepare_cached(sql::JOB_CANCEL_NOW)?
-                    .query_row(params![id.raw(), cx.now.as_millis()], |row| row.get(0))?;
+                self.conn.prepare_cached(sql::JOB_CANCEL_NOW)?.execute(params![id.raw(), cx.now.as_millis()])?;
+                let version = version + 1;
                 let Some(q) = self.mem.queue_index(&queue_name) else {
                     return Err(rusqlite::Error::QueryReturnedNoRows);
                 };
@@ -1002,7 +1040,7 @@ impl Engine {
             self.mem.scheduled.pop_first();
             let promoted = self
                 .conn
-                .prepare_cached(sql::JOB_PROMOTE)?
+                .prepare_cached(sql::JOB_PROMOTE_READ)?
                 .query_row([id], |row| {
                     Ok((
                         row.get::<_, String>(0)?,
@@ -1014,6 +1052,8 @@ impl Engine {
                 })
                 .optional()?;
             let Some((queue_name, priority, run_at, attempt, version)) = promoted else { continue };
+            self.conn.prepare_cached(sql::JOB_PROMOTE)?.execute([id])?;
+            let version = version + 1;
             let Some(q) = self.mem.queue_index(&queue_name) else { continue };
             let queue = &mut self.mem.queues[q];
             queue.ready.insert(ReadyKey::new(priority, Timestamp::from_millis(run_at), id));
@@ -1168,6 +1208,9 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
                     attempt: row.get(5)?,
                     max_attempts: row.get(6)?,
                     cancel_requested: row.get(7)?,
+                    version: row.get(8)?,
+                    priority: row.get(9)?,
+                    ready_at: row.get(10)?,
                 },
             ))
         })?;

@@ -155,6 +155,12 @@ pub(super) struct Lease {
     /// The job's own limit; `None` follows the queue's policy.
     pub max_attempts: Option<u32>,
     pub cancel_requested: bool,
+    /// The row's version now: the writer is the only one changing it, so it tracks it here
+    /// instead of reading it back.
+    pub version: i64,
+    pub priority: i32,
+    /// When the job became ready before this lease: its place in line if released.
+    pub ready_at: i64,
 }
 
 /// The whole in-memory view.

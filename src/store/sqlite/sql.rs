@@ -40,7 +40,7 @@ pub(super) const SCHEDULED_OF_QUEUE: &str = "SELECT id, run_at FROM jobs WHERE q
 
 /// Running jobs of a queue with their leases, at start.
 pub(super) const RUNNING_OF_QUEUE: &str = "SELECT id, lease_token, lease_expires_at, lease_ms, started_at, attempt, \
-     max_attempts, cancel_requested FROM jobs WHERE queue = ?1 AND state = 'running'";
+     max_attempts, cancel_requested, version, priority, run_at FROM jobs WHERE queue = ?1 AND state = 'running'";
 
 /// Where id generation resumes: past the reservation and past every stored id.
 pub(super) const META_ID_RESERVED_GET: &str = "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'id_reserved'), 0), \
@@ -76,48 +76,55 @@ pub(super) const JOB_LIST_STATE: &str = concat!(
     " FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND (?4 IS NULL OR kind = ?4) ORDER BY id DESC LIMIT ?5"
 );
 
-/// Takes a ready job: the lease. Returns what the worker needs.
+/// What a lease hands the worker, read just before the lease is written.
+pub(super) const JOB_LEASE_READ: &str = "SELECT kind, payload, attempt, max_attempts, timeout_ms, metadata, priority, \
+     run_at, version FROM jobs WHERE id = ?1 AND state = 'ready'";
+
+/// Takes a ready job: the lease. (No `RETURNING` on the hot paths: SQLite collects returned
+/// rows in a temporary table, which costs more than the statement itself. The writer knows
+/// every value it would return.)
 pub(super) const JOB_LEASE: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = ?2, \
      lease_expires_at = ?3, lease_ms = ?4, worker_id = ?5, started_at = ?6, version = version + 1 \
-     WHERE id = ?1 AND state = 'ready' \
-     RETURNING queue, kind, payload, attempt, max_attempts, timeout_ms, metadata, priority, run_at, version";
+     WHERE id = ?1 AND state = 'ready'";
 
 /// Extends a lease, recording progress when given (only progress is an event, so only progress
 /// bumps the version).
 pub(super) const LEASE_HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?2, progress = COALESCE(?3, progress), \
-     version = version + (?3 IS NOT NULL) WHERE id = ?1 AND lease_token = ?4 RETURNING version";
+     version = version + (?3 IS NOT NULL) WHERE id = ?1 AND lease_token = ?4";
 
 /// A successful attempt.
 pub(super) const JOB_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
-     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4 \
-     RETURNING version, attempt";
+     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
 
 /// A failed attempt (by report or lease expiry): appends to `errors`, then retry, dead or canceled.
 pub(super) const JOB_FAIL: &str = "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
      lease_token = NULL, lease_expires_at = NULL, \
      errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object('at', ?5, 'attempt', attempt, 'message', ?6)), \
-     version = version + 1 WHERE id = ?1 AND lease_token = ?7 RETURNING version, attempt, priority, run_at";
+     version = version + 1 WHERE id = ?1 AND lease_token = ?7";
 
 /// A released lease: the attempt is given back.
 pub(super) const JOB_RELEASE: &str = "UPDATE jobs SET state = ?2, attempt = attempt - 1, finished_at = ?3, \
-     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4 \
-     RETURNING version, attempt, priority, run_at";
+     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
 
 /// What a cancel needs to decide.
 pub(super) const JOB_CANCEL_LOOKUP: &str =
-    "SELECT queue, state, cancel_requested, priority, run_at, attempt FROM jobs WHERE id = ?1";
+    "SELECT queue, state, cancel_requested, priority, run_at, attempt, version FROM jobs WHERE id = ?1";
 
 /// Cancels a job that is not running.
 pub(super) const JOB_CANCEL_NOW: &str =
-    "UPDATE jobs SET state = 'canceled', finished_at = ?2, version = version + 1 WHERE id = ?1 RETURNING version";
+    "UPDATE jobs SET state = 'canceled', finished_at = ?2, version = version + 1 WHERE id = ?1";
 
-/// Flags a running job for cancellation.
-pub(super) const JOB_CANCEL_REQUEST: &str =
-    "UPDATE jobs SET cancel_requested = 1, version = version + 1 WHERE id = ?1 RETURNING version";
+/// Flags a running job for cancellation. Not an event (the stream shows the job ending
+/// `canceled`), so the version stays.
+pub(super) const JOB_CANCEL_REQUEST: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'";
+
+/// A scheduled job, before promotion.
+pub(super) const JOB_PROMOTE_READ: &str =
+    "SELECT queue, priority, run_at, attempt, version FROM jobs WHERE id = ?1 AND state = 'scheduled'";
 
 /// A scheduled job whose time has come.
 pub(super) const JOB_PROMOTE: &str = "UPDATE jobs SET state = 'ready', version = version + 1 \
-     WHERE id = ?1 AND state = 'scheduled' RETURNING queue, priority, run_at, attempt, version";
+     WHERE id = ?1 AND state = 'scheduled'";
 
 /// Dead jobs of a queue, for redrive of all.
 pub(super) const DEAD_OF_QUEUE: &str = "SELECT id FROM jobs WHERE queue = ?1 AND state = 'dead' ORDER BY id";
