@@ -233,6 +233,9 @@ pub struct LeaseRequest {
     /// Lease duration, overriding the queue's (100 ms – 12 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<i64>,
+    /// Where the worker runs, shown by `GET /v1/workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// A job handed to a worker.
@@ -581,6 +584,29 @@ pub struct JobEventView {
     /// When the next attempt may start, after a retry was scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<String>,
+}
+
+/// A worker that asked for work in the last minute.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    /// Its id.
+    pub id: String,
+    /// Where it runs, as it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The queues it asks for.
+    pub queues: Vec<String>,
+    /// Jobs it holds leases on now.
+    pub running: u64,
+    /// When it last asked for work or sent a heartbeat.
+    pub last_seen: String,
+}
+
+/// `GET /v1/workers`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerListResponse {
+    /// Workers seen in the last minute, by id.
+    pub workers: Vec<WorkerView>,
 }
 
 /// `GET /health`.

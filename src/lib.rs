@@ -30,3 +30,4 @@ pub mod maintenance;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod worker;

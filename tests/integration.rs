@@ -8,5 +8,7 @@ mod api;
 mod bad_input;
 mod cli;
 mod durability;
+mod examples;
 mod quickstart;
 mod sse;
+mod worker;

@@ -9,6 +9,9 @@
 //!   a job becoming ready (its enqueue acknowledged, so durable) to the worker holding it; and,
 //!   on a second line, from sending the enqueue (adding its round trip and commit).
 //!
+//! - **workers**: pre-enqueued jobs run by `--worker-procs` real `wharf worker` processes, once
+//!   with the built-in Rust no-op handler and once with `--exec true` (a process per job).
+//!
 //! Every job is acknowledged durably, as configured on the server; nothing is skipped. The
 //! bench queues keep their jobs for one minute, then the server prunes them.
 
@@ -44,6 +47,8 @@ pub enum Measure {
     E2e,
     /// Ready-to-leased latency at a low rate.
     Pickup,
+    /// End to end through real `wharf worker` processes (a Rust no-op and `--exec true`).
+    Workers,
 }
 
 /// `wharf bench`.
@@ -53,7 +58,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Which measurements to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "enqueue,batch,e2e,pickup")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "enqueue,batch,e2e,pickup,workers")]
     pub only: Vec<Measure>,
     /// Jobs for the one-per-request enqueue.
     #[arg(long, default_value_t = 20_000)]
@@ -82,6 +87,15 @@ pub struct BenchArgs {
     /// Jobs in the pickup run.
     #[arg(long, default_value_t = 1_000)]
     pub pickup_jobs: u64,
+    /// Jobs through the Rust no-op workers (a tenth of these through `--exec true`).
+    #[arg(long, default_value_t = 20_000)]
+    pub worker_jobs: u64,
+    /// `wharf worker` processes in the workers run.
+    #[arg(long, default_value_t = 2)]
+    pub worker_procs: usize,
+    /// `--concurrency` of each worker process.
+    #[arg(long, default_value_t = 64)]
+    pub worker_concurrency: usize,
 }
 
 /// One line of the summary.
@@ -163,6 +177,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Measure::Batch => rows.push(batch(&client, &queue, &args, quiet).await?),
             Measure::E2e => rows.push(e2e(&client, &queue, &args, quiet).await?),
             Measure::Pickup => rows.extend(pickup(&client, &queue, &args, quiet).await?),
+            Measure::Workers => rows.extend(workers(&client, &queue, &args, quiet).await?),
         }
     }
     if quiet {
@@ -177,8 +192,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             r.jobs.to_string(),
             format!("{:.2}", r.seconds),
             format!("{:.0}", r.jobs_per_second),
-            format!("{:.2} ms", r.p50_ms),
-            format!("{:.2} ms", r.p99_ms),
+            if r.p50_ms.is_nan() { "-".into() } else { format!("{:.2} ms", r.p50_ms) },
+            if r.p99_ms.is_nan() { "-".into() } else { format!("{:.2} ms", r.p99_ms) },
         ]);
     }
     println!("{t}");
@@ -304,6 +319,7 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
                     max: Some(max),
                     wait_ms: Some(100),
                     lease_ms: None,
+                    host: None,
                 };
                 let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
                 if jobs.is_empty() {
@@ -364,6 +380,7 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
                 max: Some(1),
                 wait_ms: Some(500),
                 lease_ms: None,
+                host: None,
             };
             while received.load(Ordering::Relaxed) < total {
                 let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
@@ -430,4 +447,68 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
         ),
         row(Measure::Pickup, format!("{} jobs/s; enqueue sent → leased", args.pickup_rate), total, elapsed, &from_send),
     ])
+}
+
+/// Runs pre-enqueued jobs through real `wharf worker` processes until all have succeeded.
+async fn workers(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<Vec<BenchRow>> {
+    let exe = std::env::current_exe().context("cannot find the wharf binary to start workers")?;
+    let runs: [(&str, &[&str], u64); 2] = [
+        ("rust no-op", &["--builtin", "noop"], args.worker_jobs),
+        ("exec true", &["--exec", "true"], (args.worker_jobs / 10).max(1)),
+    ];
+    let mut rows = Vec::new();
+    for (label, handler, jobs) in runs {
+        let queue = format!("{queue}-{}", label.replace(' ', "-"));
+        prepare_queue(client, &queue).await?;
+        let loading = bar(jobs, "load", quiet);
+        enqueue_batches(client, &queue, jobs, 1_000, 4, &loading).await?;
+        loading.finish_and_clear();
+        let progress = bar(jobs, label, quiet);
+        let start = Instant::now();
+        let mut procs = Vec::new();
+        for _ in 0..args.worker_procs.max(1) {
+            let child = tokio::process::Command::new(&exe)
+                .args(["worker", "--server", client.base(), "--queue", &queue, "--log-format", "json"])
+                .args(["--concurrency", &args.worker_concurrency.to_string(), "--poll-wait", "1s"])
+                .args(handler)
+                .env("WHARF_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start a worker process")?;
+            procs.push(child);
+        }
+        let done = loop {
+            let counts = client.queues().await?.queues.into_iter().find(|q| q.name == queue).map(|q| q.counts);
+            let finished = counts.map_or(0, |c| c.succeeded + c.dead);
+            progress.set_position(finished);
+            if finished >= jobs {
+                break finished;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let elapsed = start.elapsed();
+        progress.finish_and_clear();
+        for child in &mut procs {
+            if let Some(pid) = child.id() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for mut child in procs {
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+        let seconds = elapsed.as_secs_f64();
+        rows.push(BenchRow {
+            measure: Measure::Workers,
+            setting: format!("{} x wharf worker --concurrency {}, {label}", args.worker_procs, args.worker_concurrency),
+            jobs: done,
+            seconds,
+            jobs_per_second: done as f64 / seconds.max(f64::EPSILON),
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+        });
+    }
+    Ok(rows)
 }

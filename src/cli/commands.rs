@@ -261,6 +261,31 @@ pub async fn queues(args: ClientArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub async fn workers(args: ClientArgs) -> anyhow::Result<u8> {
+    let client = client(&args)?;
+    let list = client.workers().await?;
+    if args.json {
+        output::json(&list)?;
+        return Ok(0);
+    }
+    if list.workers.is_empty() {
+        println!("no workers connected");
+        return Ok(0);
+    }
+    let mut t = table(&["WORKER", "HOST", "QUEUES", "RUNNING", "LAST SEEN"]);
+    for w in &list.workers {
+        t.add_row(vec![
+            w.id.clone(),
+            w.host.clone().unwrap_or_default(),
+            w.queues.join(","),
+            w.running.to_string(),
+            when(&w.last_seen),
+        ]);
+    }
+    println!("{t}");
+    Ok(0)
+}
+
 pub async fn dead(args: DeadArgs) -> anyhow::Result<u8> {
     let client = client(&args.client)?;
     let query = JobListQuery { state: Some("dead".into()), kind: None, limit: Some(args.limit), cursor: None };

@@ -17,6 +17,7 @@ pub mod bench;
 mod commands;
 mod output;
 pub mod serve;
+pub mod worker;
 
 /// Exit code of `wharf job --follow` when the job did not succeed.
 pub const EXIT_JOB_FAILED: u8 = 3;
@@ -35,6 +36,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: durable queue, HTTP API, progress streams, metrics.
     Serve(ServeArgs),
+    /// Run jobs: lease from queues and run a program, an HTTP endpoint or a built-in handler.
+    Worker(worker::WorkerArgs),
+    /// Inside a handler run by `wharf worker --exec`: report the job's progress.
+    Progress(worker::ProgressArgs),
+    /// Inside a handler run by `wharf worker --exec`: set the job's result.
+    Result(worker::ResultArgs),
     /// Enqueue a job.
     Enqueue(EnqueueArgs),
     /// Show a job; with --follow, stream its progress until it finishes.
@@ -53,6 +60,8 @@ pub enum Command {
     Pause(QueueArg),
     /// Hand out a paused queue's jobs again.
     Resume(QueueArg),
+    /// List the workers connected in the last minute.
+    Workers(ClientArgs),
     /// Measure a running server: enqueue, batch enqueue, end to end, pickup latency.
     Bench(bench::BenchArgs),
 }
@@ -225,11 +234,15 @@ pub struct QueueArg {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await.map(|()| 0),
+        Command::Worker(args) => worker::run(args).await.map(|()| 0),
+        Command::Progress(args) => worker::progress(args).await.map(|()| 0),
+        Command::Result(args) => worker::result(args).await.map(|()| 0),
         Command::Bench(args) => bench::run(args).await.map(|()| 0),
         Command::Enqueue(args) => commands::enqueue(args).await,
         Command::Job(args) => commands::job(args).await,
         Command::Jobs(args) => commands::jobs(args).await,
         Command::Queues(args) => commands::queues(args).await,
+        Command::Workers(args) => commands::workers(args).await,
         Command::Dead(args) => commands::dead(args).await,
         Command::Redrive(args) => commands::redrive(args).await,
         Command::Cancel(args) => commands::cancel(args).await,

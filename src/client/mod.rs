@@ -201,9 +201,43 @@ impl Client {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/jobs/{id}/cancel"), None).await?.1)
     }
 
+    /// Workers seen in the last minute.
+    pub async fn workers(&self) -> Result<crate::api::WorkerListResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, "/v1/workers", None).await?.1)
+    }
+
     /// Asks for work.
     pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
         Ok(self.call(Method::POST, "/v1/lease", Some(req)).await?.1)
+    }
+
+    /// Extends a lease and reports progress.
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        req: &crate::api::HeartbeatRequest,
+    ) -> Result<crate::api::HeartbeatResponse, ClientError> {
+        Ok(self.call(Method::POST, &format!("/v1/jobs/{id}/heartbeat"), Some(req)).await?.1)
+    }
+
+    /// Records a successful attempt.
+    pub async fn complete(
+        &self,
+        id: &str,
+        req: &crate::api::CompleteRequest,
+    ) -> Result<crate::api::SettledView, ClientError> {
+        Ok(self.call(Method::POST, &format!("/v1/jobs/{id}/complete"), Some(req)).await?.1)
+    }
+
+    /// Records a failed attempt.
+    pub async fn fail(&self, id: &str, req: &crate::api::FailRequest) -> Result<crate::api::SettledView, ClientError> {
+        Ok(self.call(Method::POST, &format!("/v1/jobs/{id}/fail"), Some(req)).await?.1)
+    }
+
+    /// Gives a lease back: the job is ready again at once.
+    pub async fn release(&self, id: &str, lease_token: &str) -> Result<crate::api::SettledView, ClientError> {
+        let body = crate::api::ReleaseRequest { lease_token: lease_token.to_owned() };
+        Ok(self.call(Method::POST, &format!("/v1/jobs/{id}/release"), Some(&body)).await?.1)
     }
 
     /// Acknowledges many jobs at once.

@@ -59,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{queue}/redrive", post(queues::redrive))
         .route("/v1/lease", post(work::lease))
         .route("/v1/ack", post(work::ack))
+        .route("/v1/workers", get(work::workers))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/health", get(ops::health))

@@ -13,7 +13,7 @@ use super::sse;
         jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel,
         sse::job_events, sse::all_events,
         queues::list, queues::get, queues::put, queues::pause, queues::resume, queues::redrive,
-        work::lease, work::heartbeat, work::complete, work::fail, work::release, work::ack,
+        work::lease, work::workers, work::heartbeat, work::complete, work::fail, work::release, work::ack,
         ops::health, ops::ready, ops::metrics, ops::openapi,
     ),
     tags(

@@ -78,6 +78,7 @@ macro_rules! store_conformance_suite {
             events_follow_each_committed_change,
             reopen_keeps_jobs_leases_and_queues,
             metrics_count_what_happened,
+            workers_are_listed_with_their_running_jobs,
         );
     };
 }
@@ -106,7 +107,14 @@ async fn enqueue(h: &Harness, new: NewJob) -> JobId {
 }
 
 fn lease_params(queue: &str, max: u32) -> JobLeaseParams {
-    JobLeaseParams { worker_id: "w1".into(), queues: vec![q(queue)], max, wait: Duration::ZERO, lease_ms: None }
+    JobLeaseParams {
+        worker_id: "w1".into(),
+        host: None,
+        queues: vec![q(queue)],
+        max,
+        wait: Duration::ZERO,
+        lease_ms: None,
+    }
 }
 
 async fn lease(h: &Harness, queue: &str, max: u32) -> Vec<LeasedJob> {
@@ -747,4 +755,36 @@ pub async fn metrics_count_what_happened(h: &Harness) {
     assert_eq!(m.jobs[JobState::Dead.index()], 1);
     assert_eq!(m.counters.wait.count, 1);
     assert_eq!(snapshot.workers_connected, 1);
+}
+
+pub async fn workers_are_listed_with_their_running_jobs(h: &Harness) {
+    enqueue(h, job("q", "k")).await;
+    enqueue(h, job("q", "k")).await;
+    let mut params = lease_params("q", 1);
+    params.worker_id = "pdf-1".into();
+    params.host = Some("ip-10-0-0-7".into());
+    h.store.job_lease(params.clone()).await.unwrap();
+    params.worker_id = "pdf-2".into();
+    params.host = None;
+    params.queues = vec![q("q"), q("other")];
+    h.store.job_lease(params).await.unwrap();
+    h.store.job_lease(params_for("pdf-2", &["q", "other"])).await.unwrap();
+    let workers = h.store.worker_list().await.unwrap();
+    let summary: Vec<(String, Option<String>, usize, u64)> =
+        workers.iter().map(|w| (w.id.clone(), w.host.clone(), w.queues.len(), w.running)).collect();
+    assert_eq!(summary, vec![("pdf-1".into(), Some("ip-10-0-0-7".into()), 1, 1), ("pdf-2".into(), None, 2, 1)]);
+    advance(h, Duration::from_millis(crate::store::WORKER_TTL_MS + 1)).await;
+    // pdf-1's lease (30 s) expired long ago, and neither worker asked again: both are gone.
+    assert!(h.store.worker_list().await.unwrap().is_empty());
+}
+
+fn params_for(worker: &str, queues: &[&str]) -> JobLeaseParams {
+    JobLeaseParams {
+        worker_id: worker.into(),
+        host: None,
+        queues: queues.iter().map(|name| q(name)).collect(),
+        max: 1,
+        wait: Duration::ZERO,
+        lease_ms: None,
+    }
 }

@@ -133,6 +133,8 @@ pub struct JobPage {
 pub struct JobLeaseParams {
     /// Who asks; recorded on the jobs it gets.
     pub worker_id: String,
+    /// Where the worker runs (a host name), for `GET /v1/workers`.
+    pub host: Option<String>,
     /// Queues to take from; the highest priority across them goes first.
     pub queues: Vec<QueueName>,
     /// Most jobs to take.
@@ -267,6 +269,24 @@ pub struct QueueInfo {
     pub oldest_ready_at: Option<Timestamp>,
 }
 
+/// A worker that asked for work recently.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: String,
+    /// Where it runs, as it said.
+    pub host: Option<String>,
+    /// The queues it last asked for.
+    pub queues: Vec<QueueName>,
+    /// Jobs it holds leases on now.
+    pub running: u64,
+    /// When it last asked for work or sent a heartbeat.
+    pub last_seen: Timestamp,
+}
+
+/// How long a worker counts as connected after it was last seen.
+pub const WORKER_TTL_MS: u64 = 60_000;
+
 /// Dead jobs to send back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadRedriveParams {
@@ -340,6 +360,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Promotes due jobs and expires overdue leases now. Stores also do this on their own; this
     /// is for tests that move a manual clock.
     async fn maintain(&self) -> StoreResult<()>;
+
+    /// Workers seen within [`WORKER_TTL_MS`], by id.
+    async fn worker_list(&self) -> StoreResult<Vec<WorkerInfo>>;
 
     /// Counts and totals for `/metrics`.
     async fn metrics(&self) -> StoreResult<MetricsSnapshot>;

@@ -247,7 +247,7 @@ impl SseReader {
         tokio::time::timeout(Duration::from_secs(10), self.next_inner()).await.expect("an event or the end within 10 s")
     }
 
-    async fn next_inner(&mut self) -> Option<Sse> {
+    pub async fn next_inner(&mut self) -> Option<Sse> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let frame: String = self.buf.drain(..end + 2).collect();
@@ -271,5 +271,125 @@ impl SseReader {
                 _ => return None,
             }
         }
+    }
+}
+
+/// A running `wharf worker`.
+pub struct TestWorker {
+    child: Option<Child>,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl TestWorker {
+    /// Starts `wharf worker --server <server> <args…>`, logging to a file in `dir`.
+    pub fn start(server: &TestServer, dir: &Path, args: &[&str]) -> Self {
+        let log = dir.join(format!("worker-{}.log", fastrand::u32(..)));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(wharf_bin())
+            .args(["worker", "--server", &server.base, "--log-format", "json", "--poll-wait", "2s"])
+            .args(args)
+            .current_dir(dir)
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start worker");
+        TestWorker { child: Some(child), log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status();
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code, if it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl TestServer {
+    /// Waits (up to 60 s) until job `id` reaches a terminal state, following its event stream;
+    /// returns the job.
+    pub async fn wait_done(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if matches!(job["state"].as_str(), Some("succeeded" | "dead" | "canceled")) {
+                return job;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {id} did not finish: {job}");
+            let version = job["version"].as_u64().unwrap_or(0).to_string();
+            // Returns at the next change (or at once if the stream already ended).
+            let mut stream = SseReader::open(self, &format!("/v1/jobs/{id}/events"), Some(&version)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.next_inner()).await;
+        }
+    }
+
+    /// Waits (up to 30 s) until job `id` is in `state`.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if job["state"] == state {
+                return job;
+            }
+            assert!(std::time::Instant::now() < deadline, "job {id} never became {state}: {job}");
+            let version = job["version"].as_u64().unwrap_or(0).to_string();
+            let mut stream = SseReader::open(self, &format!("/v1/jobs/{id}/events"), Some(&version)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.next_inner()).await;
+        }
+    }
+}
+
+/// Writes an executable script.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// True while a process with this id exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 
 use crate::api::{
     AckItemResult, AckRequest, AckResponse, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    LeaseRequest, LeaseResponse, Problem, ReleaseRequest, SettledView,
+    LeaseRequest, LeaseResponse, Problem, ReleaseRequest, SettledView, WorkerListResponse, WorkerView,
 };
 use crate::core::validate::{self, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS};
 use crate::core::{Invalid, JobId, QueueName};
@@ -44,7 +44,9 @@ pub async fn lease(
     let max = validate::range("max", req.max.unwrap_or(1), 1, MAX_LEASE_BATCH)? as u32;
     let wait_ms = validate::range("wait_ms", req.wait_ms.unwrap_or(0), 0, MAX_WAIT_MS)?;
     let lease_ms = req.lease_ms.map(|ms| validate::range("lease_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)).transpose()?;
-    let params = JobLeaseParams { worker_id, queues, max, wait: std::time::Duration::from_millis(wait_ms), lease_ms };
+    let host = req.host.map(|h| validate::name("host", h)).transpose()?;
+    let params =
+        JobLeaseParams { worker_id, host, queues, max, wait: std::time::Duration::from_millis(wait_ms), lease_ms };
     // A parked long poll must not hold up shutdown: answer empty. The store sees the caller gone
     // and drops the request; if it had just leased jobs to it, it releases them.
     let jobs = tokio::select! {
@@ -52,6 +54,24 @@ pub async fn lease(
         () = state.shutdown.cancelled() => Vec::new(),
     };
     Ok(Json(LeaseResponse { jobs: jobs.into_iter().map(views::leased).collect() }))
+}
+
+/// Workers that asked for work (or sent a heartbeat) in the last minute.
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = WorkerListResponse)))]
+pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerListResponse>, ApiError> {
+    let workers = state.store.worker_list().await?;
+    Ok(Json(WorkerListResponse {
+        workers: workers
+            .into_iter()
+            .map(|w| WorkerView {
+                id: w.id,
+                host: w.host,
+                queues: w.queues.iter().map(ToString::to_string).collect(),
+                running: w.running,
+                last_seen: w.last_seen.to_rfc3339(),
+            })
+            .collect(),
+    }))
 }
 
 /// Extend a lease and report progress; learn whether the job was canceled.

@@ -43,7 +43,7 @@ use crate::metrics::{MetricsSnapshot, QueueMetrics};
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, LeaseHeartbeatParams, LeasedJob, QueueInfo,
-    Settled, StoreError, StoreResult,
+    Settled, StoreError, StoreResult, WorkerInfo,
 };
 
 /// Most commands applied in one transaction.
@@ -75,6 +75,7 @@ pub(super) enum Command {
     Prune { limit: u32, reply: Reply<u64> },
     Maintain { reply: Reply<()> },
     Metrics { reply: Reply<MetricsSnapshot> },
+    Workers { reply: Reply<Vec<WorkerInfo>> },
     Ping { reply: Reply<()> },
     Shutdown { reply: Reply<()> },
 }
@@ -101,6 +102,7 @@ impl Command {
             Command::Prune { reply, .. } => drop(reply.send(Err(err))),
             Command::Maintain { reply } => drop(reply.send(Err(err))),
             Command::Metrics { reply } => drop(reply.send(Err(err))),
+            Command::Workers { reply } => drop(reply.send(Err(err))),
             Command::Ping { reply } => drop(reply.send(Err(err))),
             Command::Shutdown { reply } => drop(reply.send(Err(err))),
         }
@@ -474,6 +476,10 @@ impl Engine {
                 let snapshot = self.metrics(cx.now);
                 cx.answer(reply, Ok(snapshot));
             }
+            Command::Workers { reply } => {
+                let workers = self.workers(cx.now);
+                cx.answer(reply, Ok(workers));
+            }
             // Taken out of the batch by `run`.
             Command::Shutdown { reply } => cx.answer(reply, Ok(())),
         }
@@ -590,10 +596,7 @@ impl Engine {
 
     fn lease(&mut self, params: &JobLeaseParams, cx: &mut Batch) -> rusqlite::Result<Vec<LeasedJob>> {
         let now = cx.now;
-        match self.mem.workers.get_mut(&params.worker_id) {
-            Some(seen) => *seen = now,
-            None => drop(self.mem.workers.insert(params.worker_id.clone(), now)),
-        }
+        let worker = self.mem.worker_seen(&params.worker_id, params.host.as_deref(), &params.queues, now);
         let queues: Vec<usize> = params.queues.iter().filter_map(|q| self.mem.queue_index(q.as_str())).collect();
         let mut room: Vec<u64> = queues.iter().map(|&i| self.mem.queues[i].startable(now)).collect();
         let mut out = Vec::new();
@@ -667,6 +670,7 @@ impl Engine {
                     attempt: job.attempt,
                     max_attempts: max_override,
                     cancel_requested: false,
+                    worker: Arc::clone(&worker),
                     version,
                     priority: job.priority,
                     ready_at,
@@ -711,6 +715,9 @@ impl Engine {
         ])?;
         debug_assert_eq!(changed, 1);
         self.mem.extend_lease(params.id.raw(), expires_at);
+        if let Some(seen) = self.mem.workers.get_mut(&lease.worker) {
+            seen.last_seen = cx.now;
+        }
         if let Some(progress) = params.progress {
             let version = lease.version + 1;
             if let Some(held) = self.mem.leases.get_mut(&params.id.raw()) {
@@ -1109,6 +1116,28 @@ impl Engine {
         Ok(())
     }
 
+    fn workers(&mut self, now: Timestamp) -> Vec<WorkerInfo> {
+        self.mem.workers_connected(now);
+        let mut running: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for lease in self.mem.leases.values() {
+            *running.entry(&*lease.worker).or_default() += 1;
+        }
+        let mut workers: Vec<WorkerInfo> = self
+            .mem
+            .workers
+            .iter()
+            .map(|(id, seen)| WorkerInfo {
+                id: id.to_string(),
+                host: seen.host.clone(),
+                queues: seen.queues.clone(),
+                running: running.get(&**id).copied().unwrap_or(0),
+                last_seen: seen.last_seen,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        workers
+    }
+
     fn metrics(&mut self, now: Timestamp) -> MetricsSnapshot {
         let queues = self
             .mem
@@ -1211,6 +1240,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
                     version: row.get(8)?,
                     priority: row.get(9)?,
                     ready_at: row.get(10)?,
+                    worker: Arc::from(row.get::<_, String>(11)?),
                 },
             ))
         })?;

@@ -143,6 +143,14 @@ impl QueueMem {
     }
 }
 
+/// What the store remembers of a worker.
+#[derive(Clone, Debug)]
+pub(super) struct WorkerSeen {
+    pub host: Option<String>,
+    pub queues: Vec<QueueName>,
+    pub last_seen: Timestamp,
+}
+
 /// A lease held in memory: enough to fence, extend and expire it without a query.
 #[derive(Clone, Debug)]
 pub(super) struct Lease {
@@ -155,6 +163,8 @@ pub(super) struct Lease {
     /// The job's own limit; `None` follows the queue's policy.
     pub max_attempts: Option<u32>,
     pub cancel_requested: bool,
+    /// The worker holding it.
+    pub worker: Arc<str>,
     /// The row's version now: the writer is the only one changing it, so it tracks it here
     /// instead of reading it back.
     pub version: i64,
@@ -174,8 +184,8 @@ pub(super) struct Memory {
     pub leases: HashMap<i64, Lease>,
     /// Lease expiries by `(expires_at, id)`.
     pub expiries: BTreeSet<(i64, i64)>,
-    /// Workers by id, with the last time each asked for work.
-    pub workers: HashMap<String, Timestamp>,
+    /// Workers by id.
+    pub workers: HashMap<Arc<str>, WorkerSeen>,
 }
 
 impl Memory {
@@ -218,11 +228,33 @@ impl Memory {
         [scheduled, expiry, rate].into_iter().flatten().min()
     }
 
-    /// Workers seen in the last minute.
+    /// Forgets workers not seen within the TTL; returns how many remain.
     pub fn workers_connected(&mut self, now: Timestamp) -> u64 {
-        let horizon = Timestamp::from_millis(now.as_millis() - 60_000);
-        self.workers.retain(|_, seen| *seen >= horizon);
+        let horizon = Timestamp::from_millis(now.as_millis() - crate::store::WORKER_TTL_MS as i64);
+        self.workers.retain(|_, seen| seen.last_seen >= horizon);
         self.workers.len() as u64
+    }
+
+    /// Records a lease request from a worker; returns its shared id for the leases it gets.
+    pub fn worker_seen(&mut self, id: &str, host: Option<&str>, queues: &[QueueName], now: Timestamp) -> Arc<str> {
+        if let Some((key, _)) = self.workers.get_key_value(id) {
+            let key = Arc::clone(key);
+            let seen = self.workers.get_mut(&key).expect("just found");
+            seen.last_seen = now;
+            if seen.queues.as_slice() != queues {
+                seen.queues = queues.to_vec();
+            }
+            if host.is_some() && seen.host.as_deref() != host {
+                seen.host = host.map(str::to_owned);
+            }
+            return key;
+        }
+        let key: Arc<str> = Arc::from(id);
+        self.workers.insert(
+            Arc::clone(&key),
+            WorkerSeen { host: host.map(str::to_owned), queues: queues.to_vec(), last_seen: now },
+        );
+        key
     }
 }
 

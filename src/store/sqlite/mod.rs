@@ -25,7 +25,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, LeaseHeartbeatParams, LeasedJob, QueueInfo, Settled,
-    Store, StoreError, StoreResult,
+    Store, StoreError, StoreResult, WorkerInfo,
 };
 
 mod checkpoint;
@@ -281,6 +281,10 @@ impl Store for SqliteStore {
 
     async fn maintain(&self) -> StoreResult<()> {
         self.call(|reply| Command::Maintain { reply }).await
+    }
+
+    async fn worker_list(&self) -> StoreResult<Vec<WorkerInfo>> {
+        self.call(|reply| Command::Workers { reply }).await
     }
 
     async fn metrics(&self) -> StoreResult<MetricsSnapshot> {

@@ -40,7 +40,8 @@ pub(super) const SCHEDULED_OF_QUEUE: &str = "SELECT id, run_at FROM jobs WHERE q
 
 /// Running jobs of a queue with their leases, at start.
 pub(super) const RUNNING_OF_QUEUE: &str = "SELECT id, lease_token, lease_expires_at, lease_ms, started_at, attempt, \
-     max_attempts, cancel_requested, version, priority, run_at FROM jobs WHERE queue = ?1 AND state = 'running'";
+     max_attempts, cancel_requested, version, priority, run_at, COALESCE(worker_id, '') \
+     FROM jobs WHERE queue = ?1 AND state = 'running'";
 
 /// Where id generation resumes: past the reservation and past every stored id.
 pub(super) const META_ID_RESERVED_GET: &str = "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'id_reserved'), 0), \

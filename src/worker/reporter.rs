@@ -1,0 +1,244 @@
+//! Sends attempt outcomes to the server in batches, retrying until it answers.
+//!
+//! Completions and failures from all running jobs go through one channel; the reporter sends
+//! whatever has gathered as one `POST /v1/ack` (one durable transaction on the server), so a
+//! busy worker pays one round trip for many jobs. Releases go one by one (they are rare: only
+//! at shutdown). A network error is retried with backoff until the server answers; a refusal
+//! of one item (its lease is gone) is logged and dropped, since the job belongs to someone
+//! else by then.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{AckComplete, AckFail, AckRequest, Json};
+use crate::client::{Client, ClientError};
+
+/// One outcome to report.
+#[derive(Debug)]
+pub(super) enum Report {
+    Complete { id: String, lease_token: String, result: Option<Json> },
+    Fail { id: String, lease_token: String, error: String, retryable: bool, retry_in_ms: Option<u64> },
+    Release { id: String, lease_token: String },
+}
+
+impl Report {
+    fn id(&self) -> &str {
+        match self {
+            Report::Complete { id, .. } | Report::Fail { id, .. } | Report::Release { id, .. } => id,
+        }
+    }
+}
+
+/// Why the server refused a report.
+#[derive(Clone, Debug)]
+pub(super) struct Refusal {
+    /// The problem code, when the server answered with one.
+    pub(super) code: Option<String>,
+    /// What it said.
+    pub(super) detail: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} ({code})", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(detail: &str) -> Self {
+        Refusal { code: None, detail: detail.to_owned() }
+    }
+}
+
+/// What became of a report: the job's new state, or why the server refused it.
+pub(super) type Receipt = Result<String, Refusal>;
+
+/// Most outcomes in one acknowledgement.
+const MAX_BATCH: usize = 256;
+
+/// A handle to the reporter task.
+#[derive(Clone, Debug)]
+pub(super) struct Reporter {
+    tx: mpsc::Sender<(Report, oneshot::Sender<Receipt>)>,
+}
+
+impl Reporter {
+    /// Starts the task; it ends when every handle is dropped and its queue is empty.
+    pub(super) fn start(
+        client: Client,
+        on_contact: impl Fn(bool) + Send + Sync + 'static,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(run(client, rx, on_contact));
+        (Reporter { tx }, task)
+    }
+
+    /// Queues a report; resolves once the server has answered it.
+    pub(super) async fn send(&self, report: Report) -> Receipt {
+        let (done, receipt) = oneshot::channel();
+        if self.tx.send((report, done)).await.is_err() {
+            return Err("the reporter has stopped".into());
+        }
+        receipt.await.unwrap_or_else(|_| Err("the reporter stopped before the server answered".into()))
+    }
+}
+
+async fn run(
+    client: Client,
+    mut rx: mpsc::Receiver<(Report, oneshot::Sender<Receipt>)>,
+    on_contact: impl Fn(bool) + Send + Sync,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let (releases, acks): (Vec<_>, Vec<_>) =
+            batch.drain(..).partition(|(r, _)| matches!(r, Report::Release { .. }));
+        for (report, done) in releases {
+            let receipt = retry(&on_contact, || single(&client, &report)).await;
+            log_refusal(report.id(), &receipt);
+            let _ = done.send(receipt);
+        }
+        if acks.is_empty() {
+            continue;
+        }
+        let request = ack_request(acks.iter().map(|(r, _)| r));
+        match retry(&on_contact, || client.ack(&request)).await {
+            Ok(answer) => {
+                // `ack_request` puts completions first, then failures, each in arrival order.
+                let (completes, fails): (Vec<_>, Vec<_>) =
+                    acks.into_iter().partition(|(r, _)| matches!(r, Report::Complete { .. }));
+                for ((report, done), item) in
+                    completes.into_iter().zip(answer.complete.iter().map(Some).chain(std::iter::repeat(None)))
+                {
+                    let receipt = item_receipt(item);
+                    log_refusal(report.id(), &receipt);
+                    let _ = done.send(receipt);
+                }
+                for ((report, done), item) in
+                    fails.into_iter().zip(answer.fail.iter().map(Some).chain(std::iter::repeat(None)))
+                {
+                    let receipt = item_receipt(item);
+                    log_refusal(report.id(), &receipt);
+                    let _ = done.send(receipt);
+                }
+            }
+            Err(refusal) if acks.len() == 1 => {
+                for (report, done) in acks {
+                    let receipt = Err(refusal.clone());
+                    log_refusal(report.id(), &receipt);
+                    let _ = done.send(receipt);
+                }
+            }
+            Err(refusal) => {
+                // One bad item (a result over the size limit, say) refuses the whole request:
+                // send each alone so the others still land.
+                tracing::debug!(reason = %refusal, "batched acknowledgement refused; sending items one by one");
+                for (report, done) in acks {
+                    let receipt = retry(&on_contact, || single(&client, &report)).await;
+                    log_refusal(report.id(), &receipt);
+                    let _ = done.send(receipt);
+                }
+            }
+        }
+    }
+}
+
+fn item_receipt(item: Option<&crate::api::AckItemResult>) -> Receipt {
+    match item {
+        Some(item) => match (&item.state, &item.error) {
+            (Some(state), _) => Ok(state.clone()),
+            (None, Some(problem)) => Err(Refusal { code: Some(problem.code.clone()), detail: problem.detail.clone() }),
+            (None, None) => Err("the server answered neither a state nor an error".into()),
+        },
+        None => Err("the server's answer is missing this item".into()),
+    }
+}
+
+fn log_refusal(id: &str, receipt: &Receipt) {
+    if let Err(why) = receipt {
+        tracing::warn!(job_id = %id, reason = %why, "outcome not recorded; the job is no longer this worker's");
+    }
+}
+
+fn ack_request<'a>(reports: impl Iterator<Item = &'a Report>) -> AckRequest {
+    let mut request = AckRequest::default();
+    for report in reports {
+        match report {
+            Report::Complete { id, lease_token, result } => request.complete.push(AckComplete {
+                id: id.clone(),
+                lease_token: lease_token.clone(),
+                result: result.clone(),
+            }),
+            Report::Fail { id, lease_token, error, retryable, retry_in_ms } => request.fail.push(AckFail {
+                id: id.clone(),
+                lease_token: lease_token.clone(),
+                error: error.clone(),
+                retryable: Some(*retryable),
+                retry_in_ms: retry_in_ms.map(|ms| ms as i64),
+            }),
+            Report::Release { .. } => {}
+        }
+    }
+    request
+}
+
+/// Sends one report on its own endpoint.
+async fn single(client: &Client, report: &Report) -> Result<String, ClientError> {
+    let settled = match report {
+        Report::Complete { id, lease_token, result } => {
+            let request = crate::api::CompleteRequest { lease_token: lease_token.clone(), result: result.clone() };
+            client.complete(id, &request).await?
+        }
+        Report::Fail { id, lease_token, error, retryable, retry_in_ms } => {
+            let request = crate::api::FailRequest {
+                lease_token: lease_token.clone(),
+                error: error.clone(),
+                retryable: Some(*retryable),
+                retry_in_ms: retry_in_ms.map(|ms| ms as i64),
+            };
+            client.fail(id, &request).await?
+        }
+        Report::Release { id, lease_token } => client.release(id, lease_token).await?,
+    };
+    Ok(settled.state)
+}
+
+/// Calls `op` until the server answers: network errors and 5xx are retried with backoff
+/// (100 ms doubling to 5 s, with jitter); any other answer, including a refusal, is final.
+pub(super) async fn retry<T, Fut>(
+    on_contact: &(impl Fn(bool) + ?Sized),
+    mut op: impl FnMut() -> Fut,
+) -> Result<T, Refusal>
+where
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(value) => {
+                on_contact(true);
+                return Ok(value);
+            }
+            Err(ClientError::Api { status, problem }) if status < 500 => {
+                on_contact(true);
+                return Err(Refusal { code: Some(problem.code), detail: problem.detail });
+            }
+            Err(err) => {
+                on_contact(false);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot reach the server; retrying");
+                tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

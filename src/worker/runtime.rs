@@ -1,0 +1,433 @@
+//! The loop of a worker: lease, run, heartbeat, report, drain.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::handler::{Handler, JobContext, Outcome, StopReason};
+use super::reporter::{Report, Reporter, retry};
+use super::{WorkerConfig, health};
+use crate::api::{HeartbeatRequest, LeaseRequest, LeasedJobView};
+use crate::client::{Client, ClientError};
+
+/// The two stages of a stop: `drain` on the first SIGTERM/SIGINT (lease nothing new, let
+/// running jobs finish within the grace period), `now` on the second (stop them at once).
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    /// Stop leasing; finish running jobs within the grace period.
+    pub drain: CancellationToken,
+    /// Stop running jobs now and release their leases.
+    pub now: CancellationToken,
+}
+
+impl Shutdown {
+    /// Listens for SIGTERM and SIGINT: the first drains, the second stops at once.
+    pub fn on_signals() -> Self {
+        let shutdown = Shutdown::default();
+        let stages = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("draining: leasing nothing new; a second signal stops running jobs now");
+            stages.drain.cancel();
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stopping running jobs now");
+            stages.now.cancel();
+        });
+        shutdown
+    }
+}
+
+/// The worker's state, for its health endpoint.
+#[derive(Debug)]
+pub(super) struct Status {
+    state: AtomicU8,
+    pub(super) running: AtomicUsize,
+    last_contact: Mutex<Option<Instant>>,
+    server_reachable: std::sync::atomic::AtomicBool,
+}
+
+/// `running`, `draining`, `stopping`, `stopped`.
+const STATES: [&str; 4] = ["running", "draining", "stopping", "stopped"];
+
+impl Status {
+    fn new() -> Self {
+        Status {
+            state: AtomicU8::new(0),
+            running: AtomicUsize::new(0),
+            last_contact: Mutex::new(None),
+            server_reachable: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    fn set(&self, state: usize) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    pub(super) fn state(&self) -> &'static str {
+        STATES.get(self.state.load(Ordering::Acquire) as usize).copied().unwrap_or("unknown")
+    }
+
+    pub(super) fn contact(&self, reached: bool) {
+        let was = self.server_reachable.swap(reached, Ordering::AcqRel);
+        if reached {
+            *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            if !was {
+                tracing::info!("reached the server again");
+            }
+        }
+    }
+
+    pub(super) fn since_contact(&self) -> Option<Duration> {
+        self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed())
+    }
+}
+
+/// A worker: a configuration, a handler and a client of the server.
+pub struct Worker {
+    config: WorkerConfig,
+    handler: Arc<dyn Handler>,
+    client: Client,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker running `handler` for the queues of `config`.
+    pub fn new(config: WorkerConfig, handler: impl Handler) -> Result<Self, ClientError> {
+        let client = Client::new(&config.server)?;
+        Ok(Worker { config, handler: Arc::new(handler), client })
+    }
+
+    /// Runs until `shutdown` has drained (or stopped) every job.
+    pub async fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
+        let Worker { config, handler, client } = self;
+        let status = Arc::new(Status::new());
+        let health = match config.health_addr {
+            Some(addr) => Some(health::serve(addr, Arc::clone(&status), config.clone()).await?),
+            None => None,
+        };
+        let contact = {
+            let status = Arc::clone(&status);
+            move |reached: bool| status.contact(reached)
+        };
+        let (reporter, reporter_task) = Reporter::start(client.clone(), contact.clone());
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let stop_all = CancellationToken::new();
+        let mut jobs = JoinSet::new();
+        tracing::info!(
+            worker_id = %config.worker_id, server = %config.server, queues = ?config.queues,
+            concurrency = config.concurrency, "worker started"
+        );
+        let host = super::host_name();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Reap finished attempts so the set does not grow.
+            while jobs.try_join_next().is_some() {}
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => permit.map_err(std::io::Error::other)?,
+                () = shutdown.drain.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while let Ok(more) = Arc::clone(&slots).try_acquire_owned() {
+                permits.push(more);
+            }
+            let request = LeaseRequest {
+                worker_id: config.worker_id.clone(),
+                queues: config.queues.clone(),
+                max: Some(permits.len() as i64),
+                wait_ms: Some(config.poll_wait.as_millis() as i64),
+                lease_ms: config.lease.map(|d| d.as_millis() as i64),
+                host: host.clone(),
+            };
+            // Dropping the request on shutdown closes the connection; the server sees the
+            // caller gone and hands any job it had just picked back out.
+            let answer = tokio::select! {
+                answer = client.lease(&request) => answer,
+                () = shutdown.drain.cancelled() => break,
+            };
+            match answer {
+                Ok(answer) => {
+                    status.contact(true);
+                    backoff = Duration::from_millis(100);
+                    for job in answer.jobs {
+                        let Some(permit) = permits.pop() else { break };
+                        let attempt = Attempt {
+                            handler: Arc::clone(&handler),
+                            client: client.clone(),
+                            reporter: reporter.clone(),
+                            config: config.clone(),
+                            status: Arc::clone(&status),
+                            stop_all: stop_all.clone(),
+                        };
+                        let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
+                        jobs.spawn(
+                            async move {
+                                attempt.run(job).await;
+                                drop(permit);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                }
+                Err(ClientError::Api { status: code, problem }) if code < 500 => {
+                    status.contact(true);
+                    tracing::error!(code = %problem.code, detail = %problem.detail, "the server refused the lease request");
+                    sleep_or(&shutdown.drain, Duration::from_secs(5)).await;
+                }
+                Err(err) => {
+                    status.contact(false);
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot reach the server; retrying");
+                    sleep_or(&shutdown.drain, backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+
+        status.set(1);
+        let running = status.running.load(Ordering::Acquire);
+        tracing::info!(running, grace_ms = config.grace.as_millis() as u64, "draining");
+        let drained = async { while jobs.join_next().await.is_some() {} };
+        tokio::pin!(drained);
+        let finished = tokio::select! {
+            () = &mut drained => true,
+            () = tokio::time::sleep(config.grace) => {
+                tracing::warn!(running = status.running.load(Ordering::Acquire), "grace period over: stopping running jobs and releasing them");
+                false
+            }
+            () = shutdown.now.cancelled() => false,
+        };
+        status.set(2);
+        stop_all.cancel();
+        if !finished {
+            drained.await;
+        }
+        drop(reporter);
+        let _ = reporter_task.await;
+        status.set(3);
+        if let Some(health) = health {
+            health.abort();
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+async fn sleep_or(stop: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+/// Everything one attempt needs.
+struct Attempt {
+    handler: Arc<dyn Handler>,
+    client: Client,
+    reporter: Reporter,
+    config: WorkerConfig,
+    status: Arc<Status>,
+    stop_all: CancellationToken,
+}
+
+/// Least time between two heartbeats sent for progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+impl Attempt {
+    async fn run(self, job: LeasedJobView) {
+        self.status.running.fetch_add(1, Ordering::AcqRel);
+        let started = Instant::now();
+        let (progress, mut progress_rx) = watch::channel(None);
+        let ctx = JobContext {
+            id: job.id.clone(),
+            queue: job.queue.clone(),
+            kind: job.kind.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            payload: job.payload.clone(),
+            metadata: job.metadata.clone(),
+            timeout: job.timeout_ms.map(Duration::from_millis).or(self.config.default_timeout),
+            lease_token: job.lease_token.clone(),
+            server: self.config.server.clone(),
+            progress,
+            cancel: CancellationToken::new(),
+            stop: Arc::new(Mutex::new(None)),
+        };
+        // Heartbeat at a third of the lease, so two can be lost before it runs out.
+        let lease_left = crate::core::Timestamp::parse_rfc3339(&job.lease_expires_at)
+            .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
+            .unwrap_or(30_000);
+        let beat_every = Duration::from_millis((lease_left / 3).clamp(50, 10_000));
+        let handler = Arc::clone(&self.handler);
+        let run = handler.run(ctx.clone());
+        tokio::pin!(run);
+        let deadline = ctx.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut next_beat = tokio::time::Instant::now() + beat_every;
+        let mut last_beat = tokio::time::Instant::now();
+        let mut unsent_progress = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                () = tokio::time::sleep_until(next_beat) => {
+                    let progress = unsent_progress.then(|| progress_rx.borrow_and_update().clone()).flatten();
+                    unsent_progress = false;
+                    self.beat(&ctx, progress).await;
+                    last_beat = tokio::time::Instant::now();
+                    next_beat = last_beat + beat_every;
+                }
+                changed = progress_rx.changed(), if !unsent_progress => {
+                    if changed.is_ok() {
+                        unsent_progress = true;
+                        next_beat = next_beat.min(last_beat + PROGRESS_EVERY);
+                    }
+                }
+                () = sleep_until_opt(deadline), if !ctx.is_cancelled() => {
+                    tracing::warn!(timeout_ms = ctx.timeout.map_or(0, |t| t.as_millis() as u64), "attempt timed out; stopping it");
+                    ctx.stop_with(StopReason::TimedOut);
+                }
+                () = self.stop_all.cancelled(), if !ctx.is_cancelled() => ctx.stop_with(StopReason::Shutdown),
+            }
+        };
+        // Progress reported just before the end still reaches watchers.
+        if unsent_progress || progress_rx.has_changed().unwrap_or(false) {
+            let progress = progress_rx.borrow_and_update().clone();
+            if progress.is_some() && ctx.stop_reason() != Some(StopReason::LeaseLost) {
+                self.beat(&ctx, progress).await;
+            }
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (id, lease_token) = (job.id.clone(), job.lease_token.clone());
+        let report = match (ctx.stop_reason(), outcome) {
+            (Some(StopReason::LeaseLost), _) => {
+                tracing::warn!(elapsed_ms, "lease lost; the outcome is not reported");
+                None
+            }
+            (_, Outcome::Done(result)) => Some(Report::Complete { id, lease_token, result }),
+            (Some(StopReason::Shutdown), _) => Some(Report::Release { id, lease_token }),
+            (Some(StopReason::Canceled), _) => Some(Report::Fail {
+                id,
+                lease_token,
+                error: "canceled on request".into(),
+                retryable: true,
+                retry_in_ms: None,
+            }),
+            (Some(StopReason::TimedOut), outcome) => {
+                let timeout = ctx.timeout.unwrap_or_default();
+                let detail = match outcome {
+                    Outcome::Retry { error, .. } | Outcome::Fail(error) if !error.is_empty() => format!(": {error}"),
+                    _ => String::new(),
+                };
+                Some(Report::Fail {
+                    id,
+                    lease_token,
+                    error: format!("timed out after {}{detail}", humantime::format_duration(timeout)),
+                    retryable: true,
+                    retry_in_ms: None,
+                })
+            }
+            (None, Outcome::Retry { error, after }) => Some(Report::Fail {
+                id,
+                lease_token,
+                error,
+                retryable: true,
+                retry_in_ms: after.map(|d| d.as_millis() as u64),
+            }),
+            (None, Outcome::Fail(error)) => {
+                Some(Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None })
+            }
+        };
+        if let Some(report) = report {
+            let kind = match &report {
+                Report::Complete { .. } => "completed",
+                Report::Fail { retryable: false, .. } => "failed for good",
+                Report::Fail { .. } => "failed",
+                Report::Release { .. } => "released",
+            };
+            let fallback = match &report {
+                Report::Complete { id, lease_token, .. } => Some((id.clone(), lease_token.clone())),
+                _ => None,
+            };
+            match self.reporter.send(report).await {
+                Ok(state) => tracing::info!(elapsed_ms, state = %state, "attempt {kind}"),
+                Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
+                    // The server will not store this result (too large, say); the lease is
+                    // still ours, so fail the job for good with the reason rather than leave
+                    // it to a lease expiry. Retrying would produce the same result.
+                    let (id, lease_token) = fallback.unwrap_or_default();
+                    let error = format!("the result could not be stored: {}", refusal.detail);
+                    let failed = Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None };
+                    match self.reporter.send(failed).await {
+                        Ok(state) => {
+                            tracing::warn!(elapsed_ms, state = %state, "result too large; attempt failed for good")
+                        }
+                        Err(why) => {
+                            tracing::warn!(elapsed_ms, reason = %why, "result too large, and the failure was not recorded")
+                        }
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(elapsed_ms, reason = %why, "attempt {kind}, but the server did not record it")
+                }
+            }
+        }
+        self.status.running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Extends the lease, carrying `progress`; learns of cancellation and of a lost lease.
+    async fn beat(&self, ctx: &JobContext, progress: Option<crate::api::Json>) {
+        let request = HeartbeatRequest { lease_token: ctx.lease_token.clone(), extend_ms: None, progress };
+        let contact = |reached: bool| self.status.contact(reached);
+        // One quick retry only: the next beat is a third of a lease away.
+        let answer =
+            tokio::time::timeout(Duration::from_secs(5), retry(&contact, || self.client.heartbeat(&ctx.id, &request)))
+                .await;
+        match answer {
+            Ok(Ok(beat)) if beat.cancel_requested => {
+                tracing::info!("the job was canceled; stopping it");
+                ctx.stop_with(StopReason::Canceled);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(why)) => {
+                tracing::warn!(reason = %why, "heartbeat refused: the lease is gone; stopping the attempt");
+                ctx.stop_with(StopReason::LeaseLost);
+            }
+            Err(_) => tracing::warn!("heartbeat timed out; will try again"),
+        }
+    }
+}
+
+/// True when the server refused a report for what it carried, not because the lease is gone.
+fn refused_content(refusal: &super::reporter::Refusal) -> bool {
+    matches!(
+        refusal.code.as_deref(),
+        Some("payload_too_large" | "body_too_large" | "invalid_request" | "invalid_value")
+    )
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
