@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod failpoint;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;

@@ -6,6 +6,7 @@ mod common;
 
 mod api;
 mod bad_input;
+mod chaos;
 mod cli;
 mod durability;
 mod examples;

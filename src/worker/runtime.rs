@@ -256,6 +256,16 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 impl Attempt {
     async fn run(self, job: LeasedJobView) {
+        // A lease that ran out before its attempt could start (this worker was paused, say)
+        // belongs to nobody now: the server will hand the job out again, so running it here
+        // would only duplicate the work.
+        let lease_left = crate::core::Timestamp::parse_rfc3339(&job.lease_expires_at)
+            .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
+            .unwrap_or(30_000);
+        if lease_left == 0 {
+            tracing::warn!("the lease ran out before the attempt could start; leaving the job to its next lease");
+            return;
+        }
         self.status.running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let (progress, mut progress_rx) = watch::channel(None);
@@ -275,9 +285,6 @@ impl Attempt {
             stop: Arc::new(Mutex::new(None)),
         };
         // Heartbeat at a third of the lease, so two can be lost before it runs out.
-        let lease_left = crate::core::Timestamp::parse_rfc3339(&job.lease_expires_at)
-            .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
-            .unwrap_or(30_000);
         let beat_every = Duration::from_millis((lease_left / 3).clamp(50, 10_000));
         let handler = Arc::clone(&self.handler);
         let run = handler.run(ctx.clone());

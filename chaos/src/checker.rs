@@ -1,0 +1,288 @@
+//! The properties a history must have, each checked with its counterexample.
+//!
+//! 1. **Acknowledged enqueues survive**: every job a producer saw acknowledged exists at the
+//!    end and has finished (`succeeded`: the handler always succeeds eventually).
+//! 2. **Acknowledged completions stand, once**: every completion a worker saw acknowledged is
+//!    the job's final state, and no job had two completions acknowledged. (A stale worker may
+//!    still *start* a lease it received before its pause; delivery is at least once. Its
+//!    outcome must not count, which is property 3.)
+//! 3. **Fencing**: the completion the server kept came from the job's latest lease: its token
+//!    is the highest token any execution of the job ran under, its attempt the job's last.
+//! 4. **Every redelivery is explained**: when a job ran again, the earlier lease expired (the
+//!    server recorded `lease expired` for that attempt), or was given back (the attempt number
+//!    did not grow: a release, or a lease lost with a server crash), or its worker was killed.
+//! 5. **Idempotency**: every acknowledgement of a key named the same job, and the server holds
+//!    at most one job per key.
+//! 6. **Released jobs run again at once**: a job released by a draining worker started again
+//!    sooner than a lease timeout.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::history::{Execution, FaultKind, History, Reported};
+
+/// One property that failed, with what shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Violation {
+    /// Which property.
+    pub property: &'static str,
+    /// The job (or key) concerned.
+    pub subject: String,
+    /// The counterexample.
+    pub detail: String,
+}
+
+/// The figures of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Figures {
+    /// Jobs acknowledged to producers.
+    pub jobs: usize,
+    /// Handler executions.
+    pub executions: usize,
+    /// Executions beyond the first per job, by cause.
+    pub redeliveries: BTreeMap<&'static str, usize>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, usize>,
+    /// From the end of the last fault until every job was finished.
+    pub drain_ms: Option<i64>,
+    /// Enqueue requests retried after an unknown outcome.
+    pub enqueue_retries: u32,
+}
+
+/// The outcome of a check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Every property that failed; empty when the history is valid.
+    pub violations: Vec<Violation>,
+    /// What the run did.
+    pub figures: Figures,
+}
+
+impl Verdict {
+    /// True when every property held.
+    pub fn valid(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fig = &self.figures;
+        writeln!(
+            f,
+            "jobs acknowledged: {}   executions: {}   enqueue retries: {}",
+            fig.jobs, fig.executions, fig.enqueue_retries
+        )?;
+        writeln!(f, "faults: {:?}", fig.faults)?;
+        writeln!(f, "redeliveries: {:?}", fig.redeliveries)?;
+        match fig.drain_ms {
+            Some(ms) => writeln!(f, "drained {ms} ms after the last fault")?,
+            None => writeln!(f, "did NOT drain")?,
+        }
+        if self.valid() {
+            write!(f, "verdict: VALID — every property held")
+        } else {
+            writeln!(f, "verdict: INVALID — {} violation(s):", self.violations.len())?;
+            for v in self.violations.iter().take(20) {
+                writeln!(f, "  [{}] {}: {}", v.property, v.subject, v.detail)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Checks a history.
+pub fn check(history: &History) -> Verdict {
+    let mut violations = Vec::new();
+    let mut bad = |property: &'static str, subject: &str, detail: String| {
+        violations.push(Violation { property, subject: subject.to_owned(), detail });
+    };
+    let mut runs: HashMap<&str, Vec<&Execution>> = HashMap::new();
+    for e in &history.executions {
+        runs.entry(e.job.as_str()).or_default().push(e);
+    }
+    // In lease order: tokens of a job grow with each lease, and the text form sorts as the
+    // number does. (Start times can disagree: a paused worker may start an old lease late.)
+    for list in runs.values_mut() {
+        list.sort_by(|a, b| a.token.cmp(&b.token));
+    }
+
+    // 1. Acknowledged enqueues survive and finish once.
+    for enqueue in &history.enqueues {
+        let Some(id) = &enqueue.id else { continue };
+        match history.jobs.get(id) {
+            None => bad(
+                "acknowledged-enqueue-survives",
+                id,
+                format!("key {} was acknowledged but the job is gone", enqueue.key),
+            ),
+            Some(job) if job.state == "missing" => bad(
+                "acknowledged-enqueue-survives",
+                id,
+                format!("key {} was acknowledged but the server does not know the job", enqueue.key),
+            ),
+            Some(job) if job.state != "succeeded" => bad(
+                "acknowledged-enqueue-survives",
+                id,
+                format!("ended {} (attempt {}), errors {:?}", job.state, job.attempt, job.errors),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    // 2. Acknowledged completions stand, once.
+    let mut completions: HashMap<&str, Vec<i64>> = HashMap::new();
+    for report in history.reports.iter().filter(|r| r.what == Reported::Completed) {
+        completions.entry(report.job.as_str()).or_default().push(report.at_ms);
+        if let Some(job) = history.jobs.get(&report.job)
+            && job.state != "succeeded"
+        {
+            bad(
+                "acknowledged-completion-stands",
+                &report.job,
+                format!("completion acknowledged at {} but the job ended {}", report.at_ms, job.state),
+            );
+        }
+    }
+    for (job, times) in completions {
+        if times.len() > 1 {
+            bad("finishes-once", job, format!("{} completions were acknowledged, at {times:?}", times.len()));
+        }
+    }
+
+    // 3. Fencing: the kept completion came from the latest lease.
+    for (id, job) in &history.jobs {
+        if job.state != "succeeded" {
+            continue;
+        }
+        let (Some(token), Some(attempt)) = (job.result["token"].as_str(), job.result["attempt"].as_u64()) else {
+            bad("fencing", id, format!("result {} does not name its lease", job.result));
+            continue;
+        };
+        let latest = runs.get(id.as_str()).and_then(|l| l.iter().map(|e| e.token.as_str()).max());
+        if let Some(latest) = latest
+            && token != latest
+        {
+            bad(
+                "fencing",
+                id,
+                format!("kept the completion of token {token} (attempt {attempt}) though a later lease {latest} ran"),
+            );
+        }
+        if attempt as u32 != job.attempt {
+            bad(
+                "fencing",
+                id,
+                format!("kept the completion of attempt {attempt} but the job is at attempt {}", job.attempt),
+            );
+        }
+    }
+
+    // 4. Every redelivery explained; 6. released jobs run again at once.
+    let mut redeliveries: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let kills: Vec<(u32, i64)> = history
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::WorkerKill)
+        .filter_map(|f| f.worker_pid.map(|p| (p, f.at_ms)))
+        .collect();
+    let crashes: Vec<(i64, i64)> =
+        history.faults.iter().filter(|f| f.kind == FaultKind::ServerCrash).map(|f| (f.at_ms, f.until_ms)).collect();
+    let releases: Vec<(&str, i64)> =
+        history.reports.iter().filter(|r| r.what == Reported::Released).map(|r| (r.job.as_str(), r.at_ms)).collect();
+    for (id, list) in &runs {
+        let expired: HashSet<u32> = history
+            .jobs
+            .get(*id)
+            .map(|j| j.errors.iter().filter(|(_, m)| m == "lease expired").map(|(a, _)| *a).collect())
+            .unwrap_or_default();
+        for pair in list.windows(2) {
+            let (first, next) = (pair[0], pair[1]);
+            let cause = if next.attempt == first.attempt {
+                if crashes.iter().any(|&(at, _)| at >= first.start_ms && at <= next.start_ms) {
+                    "lease lost in a server crash"
+                } else {
+                    "released"
+                }
+            } else if kills
+                .iter()
+                .any(|&(pid, at)| pid == first.worker_pid && at >= first.start_ms && at <= next.start_ms)
+            {
+                "worker killed"
+            } else if expired.contains(&first.attempt) {
+                "lease expired"
+            } else {
+                bad(
+                    "redelivery-explained",
+                    id,
+                    format!(
+                        "attempt {} (token {}, worker {}) was followed by attempt {} with no expiry, release or kill",
+                        first.attempt, first.token, first.worker_pid, next.attempt
+                    ),
+                );
+                "unexplained"
+            };
+            *redeliveries.entry(cause).or_default() += 1;
+        }
+    }
+    for (job, at) in &releases {
+        let next = runs.get(job).and_then(|l| l.iter().find(|e| e.start_ms >= *at));
+        match next {
+            Some(e) if (e.start_ms - at) as u64 >= history.lease_ms => bad(
+                "released-runs-again-at-once",
+                job,
+                format!(
+                    "released at {at} but ran again only at {} ({} ms, lease {} ms)",
+                    e.start_ms,
+                    e.start_ms - at,
+                    history.lease_ms
+                ),
+            ),
+            Some(_) => {}
+            None => {
+                if history.jobs.get(*job).is_some_and(|j| j.state != "succeeded") {
+                    bad("released-runs-again-at-once", job, format!("released at {at} and never ran again"));
+                }
+            }
+        }
+    }
+
+    // 5. Idempotency.
+    for enqueue in &history.enqueues {
+        let ids: HashSet<&String> = enqueue.acked_ids.iter().collect();
+        if ids.len() > 1 {
+            bad("idempotency", &enqueue.key, format!("acknowledged as different jobs: {ids:?}"));
+        }
+    }
+    let mut per_key: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, key) in &history.listed {
+        if let Some(key) = key {
+            per_key.entry(key.as_str()).or_default().push(id.as_str());
+        }
+    }
+    for (key, ids) in per_key {
+        if ids.len() > 1 {
+            bad("idempotency", key, format!("the server holds {} jobs for this key: {ids:?}", ids.len()));
+        }
+    }
+
+    if history.drain_ms.is_none() {
+        bad("drains", "queue", "jobs were still unfinished two minutes after the last fault".into());
+    }
+
+    let mut faults = BTreeMap::new();
+    for f in &history.faults {
+        *faults.entry(format!("{:?}", f.kind)).or_default() += 1;
+    }
+    let figures = Figures {
+        jobs: history.enqueues.iter().filter(|e| e.id.is_some()).count(),
+        executions: history.executions.len(),
+        redeliveries,
+        faults,
+        drain_ms: history.drain_ms,
+        enqueue_retries: history.enqueues.iter().map(|e| e.tries.saturating_sub(1)).sum(),
+    };
+    Verdict { violations, figures }
+}

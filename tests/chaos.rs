@@ -1,0 +1,56 @@
+//! The fault-injection harness against the real binaries: a short run with every kind of fault
+//! must check out, and a build with fencing switched off must not.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::common::wharf_bin;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_every_kind_of_fault_keeps_every_guarantee() {
+    let dir = scratch();
+    let seconds = std::env::var("WHARF_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let mut config =
+        wharf_chaos::Config::new(PathBuf::from(wharf_bin()), dir.path().to_owned(), Duration::from_secs(seconds));
+    if let Some(seed) = std::env::var("WHARF_TEST_SEED").ok().and_then(|s| s.parse().ok()) {
+        config.seed = seed;
+    }
+    eprintln!("chaos seed {} (rerun with WHARF_TEST_SEED={})", config.seed, config.seed);
+    let history = wharf_chaos::run(&config).await.expect("the run completes");
+    let verdict = wharf_chaos::check(&history);
+    eprintln!("{verdict}");
+    assert!(verdict.valid(), "seed {}: {verdict}", config.seed);
+    for kind in ["ServerCrash", "WorkerKill", "WorkerPause", "WorkerTerm"] {
+        assert!(
+            verdict.figures.faults.get(kind).copied().unwrap_or(0) >= 3,
+            "several {kind} faults: {:?}",
+            verdict.figures.faults
+        );
+    }
+    assert!(verdict.figures.jobs > 200, "the load did real work: {} jobs", verdict.figures.jobs);
+    assert!(verdict.figures.redeliveries.values().sum::<usize>() > 0, "faults caused redeliveries");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checker_catches_a_server_that_skips_fencing() {
+    // The real server refuses the stale worker's completion.
+    let dir = scratch();
+    let history = wharf_chaos::stale_worker(wharf_bin().as_ref(), dir.path(), Vec::new()).await.expect("scenario");
+    let verdict = wharf_chaos::check(&history);
+    assert!(verdict.valid(), "{verdict}");
+    assert_eq!(history.executions.len(), 2, "both workers ran the job");
+
+    // The same scenario against a server with fencing switched off (a test-only failpoint).
+    let dir = scratch();
+    let broken = vec![("WHARF_FAILPOINTS".to_owned(), "skip_fencing".to_owned())];
+    let history = wharf_chaos::stale_worker(wharf_bin().as_ref(), dir.path(), broken).await.expect("scenario");
+    let verdict = wharf_chaos::check(&history);
+    assert!(!verdict.valid(), "the checker must reject a server without fencing");
+    let fencing = verdict.violations.iter().find(|v| v.property == "fencing").expect("a fencing counterexample");
+    assert!(fencing.detail.contains("though a later lease"), "{}", fencing.detail);
+    eprintln!("counterexample found, as it should be: {verdict}");
+}
