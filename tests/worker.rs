@@ -471,3 +471,29 @@ async fn rust_handlers_run_by_kind_with_typed_payloads() {
     shutdown.drain.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker).await.unwrap().unwrap().unwrap();
 }
+
+/// See: issue #4. After a pause, one worker can hold a stale lease and a fresh lease of the
+/// same job at once; the stale attempt ending must not unregister the fresh one, whose
+/// `wharf result` would then fail.
+#[tokio::test]
+async fn issue_4_two_leases_of_one_job_on_one_worker_keep_their_own_results() {
+    let server = TestServer::start().await;
+    let dir = dir();
+    server.put("/v1/queues/q", json!({"lease_ms": 1000, "backoff_base_ms": 0, "backoff_cap_ms": 0})).await;
+    script(dir.path(), "slow.sh", "#!/bin/sh\nsleep 1.5\nwharf result \"\\\"$WHARF_ATTEMPT\\\"\"\n");
+    let worker = TestWorker::start(
+        &server,
+        dir.path(),
+        &["--queue", "q", "--concurrency", "2", "--exec", "exec ./slow.sh"],
+    );
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    server.wait_state(&id, "running").await;
+    worker.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    worker.signal("CONT");
+    let job = server.wait_done(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"], job["attempt"].to_string(), "the result is the kept attempt's own: {job}");
+    let errors: Vec<&str> = job["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(errors.iter().all(|e| *e == "lease expired"), "no attempt failed for want of its registration: {errors:?}");
+}

@@ -214,12 +214,13 @@ pub fn check(history: &History) -> Verdict {
             } else if expired.contains(&first.attempt) {
                 "lease expired"
             } else {
+                let errors = history.jobs.get(*id).map(|j| j.errors.clone()).unwrap_or_default();
                 bad(
                     "redelivery-explained",
                     id,
                     format!(
-                        "attempt {} (token {}, worker {}) was followed by attempt {} with no expiry, release or kill",
-                        first.attempt, first.token, first.worker_pid, next.attempt
+                        "attempt {} (token {}, worker {}, ran {}..{:?}) was followed by attempt {} with no expiry, release or kill; errors {errors:?}",
+                        first.attempt, first.token, first.worker_pid, first.start_ms, first.end_ms, next.attempt
                     ),
                 );
                 "unexplained"

@@ -103,9 +103,11 @@ impl Exec {
 #[async_trait]
 impl Handler for Exec {
     async fn run(&self, job: JobContext) -> Outcome {
-        self.jobs().insert(job.id.clone(), Registered { ctx: job.clone(), result: None });
+        // By lease, not by job: after a pause, one worker may hold a stale lease and a fresh
+        // one of the same job at once.
+        self.jobs().insert(job.lease_token.clone(), Registered { ctx: job.clone(), result: None });
         let outcome = self.run_process(&job).await;
-        let result = self.jobs().remove(&job.id).and_then(|r| r.result);
+        let result = self.jobs().remove(&job.lease_token).and_then(|r| r.result);
         match outcome {
             Ok(Exit::Success) => Outcome::Done(result),
             Ok(Exit::Permanent(message)) => Outcome::Fail(message),
@@ -284,6 +286,8 @@ async fn log_lines(stream: impl AsyncRead + Unpin, name: &'static str, tail: Opt
 pub struct HelperMessage {
     /// The job (`WHARF_JOB_ID`).
     pub job_id: String,
+    /// The lease (`WHARF_LEASE_TOKEN`).
+    pub lease_token: String,
     /// `progress` or `result`.
     pub op: String,
     /// The value, JSON.
@@ -319,8 +323,10 @@ async fn accept(listener: UnixListener, jobs: Arc<Mutex<HashMap<String, Register
 fn handle(jobs: &Mutex<HashMap<String, Registered>>, line: &str) -> Result<(), String> {
     let message: HelperMessage = serde_json::from_str(line).map_err(|e| format!("malformed message: {e}"))?;
     let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
-    let job =
-        jobs.get_mut(&message.job_id).ok_or_else(|| format!("job {} is not running on this worker", message.job_id))?;
+    let job = jobs
+        .get_mut(&message.lease_token)
+        .filter(|job| job.ctx.id == message.job_id)
+        .ok_or_else(|| format!("job {} is not running on this worker under this lease", message.job_id))?;
     match message.op.as_str() {
         "progress" => {
             job.ctx.progress_raw(message.value);
@@ -340,11 +346,12 @@ pub async fn tell_worker(op: &str, value: Json) -> Result<(), String> {
     let socket =
         std::env::var_os("WHARF_SOCKET").ok_or("not running inside a wharf worker (WHARF_SOCKET is not set)")?;
     let job_id = std::env::var("WHARF_JOB_ID").map_err(|_| "WHARF_JOB_ID is not set")?;
+    let lease_token = std::env::var("WHARF_LEASE_TOKEN").map_err(|_| "WHARF_LEASE_TOKEN is not set")?;
     let mut stream = UnixStream::connect(Path::new(&socket))
         .await
         .map_err(|e| format!("cannot reach the worker at {}: {e}", Path::new(&socket).display()))?;
-    let mut text =
-        serde_json::to_string(&HelperMessage { job_id, op: op.to_owned(), value }).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_string(&HelperMessage { job_id, lease_token, op: op.to_owned(), value })
+        .map_err(|e| e.to_string())?;
     text.push('\n');
     stream.write_all(text.as_bytes()).await.map_err(|e| format!("cannot talk to the worker: {e}"))?;
     let mut answer = String::new();
