@@ -17,6 +17,35 @@ use utoipa::ToSchema;
 /// A JSON value owned by the user, kept as text.
 pub type Json = Box<RawValue>;
 
+/// Integers as JSON Schema counts them: `3` and `3.0` alike (some JSON encoders write every
+/// number as a float); `3.5` is refused.
+mod int {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+
+    fn exact<E: Error>(n: Number) -> Result<i64, E> {
+        match n {
+            Number::Int(i) => Ok(i),
+            Number::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(f as i64),
+            Number::Float(f) => Err(E::custom(format!("invalid value: {f}, expected an integer"))),
+        }
+    }
+
+    pub fn opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<i64>, D::Error> {
+        Option::<Number>::deserialize(de)?.map(exact).transpose()
+    }
+
+    pub fn opt_opt<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<i64>>, D::Error> {
+        Ok(Some(Option::<Number>::deserialize(de)?.map(exact).transpose()?))
+    }
+}
+
 /// An RFC 9457 problem: every error answer has this body, as `application/problem+json`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Problem {
@@ -41,28 +70,35 @@ pub struct Problem {
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// The job type, e.g. `render_pdf` (1–256 characters).
+    #[schema(min_length = 1, max_length = 256)]
     pub kind: String,
     /// Any JSON value (at most 256 KiB by default); `null` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Option<Json>,
     /// Higher runs first; -1,000,000 to 1,000,000; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
     pub priority: Option<i64>,
     /// Run no sooner than this many milliseconds from now (up to one year).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
     pub delay_ms: Option<i64>,
     /// Run no sooner than this RFC 3339 time (exclusive with `delay_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     /// Attempts allowed, overriding the queue's policy (1–1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000)]
     pub max_attempts: Option<i64>,
     /// How long one attempt may run before the worker kills it, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604_800_000)]
     pub timeout_ms: Option<i64>,
     /// A second enqueue with the same key on the same queue returns the first job (200).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
     /// A string map carried to the worker: correlation ids, `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +110,7 @@ pub struct EnqueueRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchEnqueueRequest {
     /// The jobs (at most 10,000 by default).
+    #[schema(max_items = 10_000)]
     pub jobs: Vec<EnqueueRequest>,
 }
 
@@ -139,7 +176,7 @@ pub struct JobView {
     /// Its state.
     pub state: String,
     /// Its payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     /// Its priority.
     pub priority: i32,
@@ -159,11 +196,11 @@ pub struct JobView {
     pub metadata: BTreeMap<String, String>,
     /// The latest progress reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub progress: Option<Json>,
     /// The result of the successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Json>,
     /// One entry per failed attempt, oldest first.
     pub errors: Vec<AttemptErrorView>,
@@ -204,15 +241,18 @@ pub struct JobListResponse {
 pub struct JobListQuery {
     /// Only jobs in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^(scheduled|ready|running|succeeded|dead|canceled)$")]
     pub state: Option<String>,
     /// Only jobs of this kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Page size, 1–1000; default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 1_000)]
     pub limit: Option<i64>,
     /// The previous page's `next_cursor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub cursor: Option<String>,
 }
 
@@ -221,20 +261,26 @@ pub struct JobListQuery {
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     /// Who asks (1–256 characters); shown on the jobs it holds.
+    #[schema(min_length = 1, max_length = 256)]
     pub worker_id: String,
     /// Queues to take from (1–32); the highest priority across them goes first.
+    #[schema(min_items = 1, max_items = 32)]
     pub queues: Vec<String>,
     /// Most jobs to take, 1–1000; default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000)]
     pub max: Option<i64>,
     /// Wait up to this long for a job when none is ready (long poll), 0–60,000 ms; default 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 60_000)]
     pub wait_ms: Option<i64>,
     /// Lease duration, overriding the queue's (100 ms – 12 h).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 43_200_000)]
     pub lease_ms: Option<i64>,
     /// Where the worker runs, shown by `GET /v1/workers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub host: Option<String>,
 }
 
@@ -248,7 +294,7 @@ pub struct LeasedJobView {
     /// Its type.
     pub kind: String,
     /// Its payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Json,
     /// This attempt, from 1.
     pub attempt: u32,
@@ -279,13 +325,15 @@ pub struct LeaseResponse {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
     /// Extend the lease to this many milliseconds from now; default the lease's own duration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 43_200_000)]
     pub extend_ms: Option<i64>,
     /// Progress to record and stream: any JSON value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub progress: Option<Json>,
 }
 
@@ -303,10 +351,11 @@ pub struct HeartbeatResponse {
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
     /// The result: any JSON value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Json>,
 }
 
@@ -315,6 +364,7 @@ pub struct CompleteRequest {
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
     /// What went wrong (kept up to 8 KiB, the end if longer).
     pub error: String,
@@ -322,7 +372,8 @@ pub struct FailRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
     /// Retry after this many milliseconds instead of the backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
     pub retry_in_ms: Option<i64>,
 }
 
@@ -331,6 +382,7 @@ pub struct FailRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
 }
 
@@ -351,12 +403,14 @@ pub struct SettledView {
 #[serde(deny_unknown_fields)]
 pub struct AckComplete {
     /// The job.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub id: String,
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
     /// The result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Json>,
 }
 
@@ -365,8 +419,10 @@ pub struct AckComplete {
 #[serde(deny_unknown_fields)]
 pub struct AckFail {
     /// The job.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub id: String,
     /// The lease's token.
+    #[schema(pattern = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$")]
     pub lease_token: String,
     /// What went wrong.
     pub error: String,
@@ -374,7 +430,8 @@ pub struct AckFail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
     /// Retry after this many milliseconds instead of the backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
     pub retry_in_ms: Option<i64>,
 }
 
@@ -505,30 +562,36 @@ where
 #[serde(deny_unknown_fields)]
 pub struct QueuePolicyRequest {
     /// Lease duration, 100 ms – 12 h.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 43_200_000)]
     pub lease_ms: Option<i64>,
     /// Attempts before a job is dead, 1–1000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000)]
     pub max_attempts: Option<i64>,
     /// Backoff base.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 604_800_000)]
     pub backoff_base_ms: Option<i64>,
     /// Backoff growth per attempt, 1–10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
     pub backoff_factor: Option<f64>,
     /// Backoff cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 604_800_000)]
     pub backoff_cap_ms: Option<i64>,
     /// How long finished jobs are kept, 1 s – 10 years.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1_000, maximum = 315_360_000_000_i64)]
     pub retention_ms: Option<i64>,
     /// Most jobs running at once; `null` removes the limit.
-    #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "int::opt_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub concurrency: Option<Option<i64>>,
     /// Most jobs started per second; `null` removes the limit.
     #[serde(default, deserialize_with = "double_option", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0, maximum = 1_000_000)]
     pub rate: Option<Option<f64>>,
     /// Pause or resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -572,11 +635,11 @@ pub struct JobEventView {
     pub at: String,
     /// The progress reported, on `progress` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub progress: Option<Json>,
     /// The result, on the `state` event of a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Json>,
     /// The error of the failed attempt that caused this change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,8 @@
 //! | `wharf_store_transactions_total` | counter | | store transactions committed (group commits) |
 //! | `wharf_store_operations_total` | counter | | operations applied in those transactions |
 //! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, fsync included |
+//! | `wharf_store_size_bytes` | gauge | | bytes on disk: the database and its write-ahead log |
+//! | `process_resident_memory_bytes` | gauge | | the server's resident memory (Linux) |
 //!
 //! Counters start at zero when the server starts, as Prometheus expects.
 
@@ -134,6 +136,8 @@ pub struct StoreMetrics {
     pub operations: u64,
     /// Time per commit, fsync included.
     pub commit: LatencyHistogram,
+    /// Bytes on disk: the database file and its write-ahead log.
+    pub size_bytes: u64,
 }
 
 /// Renders a snapshot in the Prometheus text format.
@@ -272,8 +276,31 @@ impl Collector for SnapshotCollector {
             &store.commit.encode_buckets(),
             None,
         )?;
+        let metric = encoder.encode_descriptor(
+            "wharf_store_size_bytes",
+            "Bytes on disk: the database and its write-ahead log",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(store.size_bytes as i64).encode(metric)?;
+        if let Some(rss) = resident_memory_bytes() {
+            let metric = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the server",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(rss as i64).encode(metric)?;
+        }
         Ok(())
     }
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux; `None` elsewhere).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]

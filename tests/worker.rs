@@ -481,11 +481,8 @@ async fn issue_4_two_leases_of_one_job_on_one_worker_keep_their_own_results() {
     let dir = dir();
     server.put("/v1/queues/q", json!({"lease_ms": 1000, "backoff_base_ms": 0, "backoff_cap_ms": 0})).await;
     script(dir.path(), "slow.sh", "#!/bin/sh\nsleep 1.5\nwharf result \"\\\"$WHARF_ATTEMPT\\\"\"\n");
-    let worker = TestWorker::start(
-        &server,
-        dir.path(),
-        &["--queue", "q", "--concurrency", "2", "--exec", "exec ./slow.sh"],
-    );
+    let worker =
+        TestWorker::start(&server, dir.path(), &["--queue", "q", "--concurrency", "2", "--exec", "exec ./slow.sh"]);
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     server.wait_state(&id, "running").await;
     worker.signal("STOP");

@@ -49,6 +49,9 @@ pub enum Measure {
     Pickup,
     /// End to end through real `wharf worker` processes (a Rust no-op and `--exec true`).
     Workers,
+    /// A long stream of jobs with short retention: throughput, server memory and store size
+    /// over time (not in the default set).
+    Soak,
 }
 
 /// `wharf bench`.
@@ -96,6 +99,12 @@ pub struct BenchArgs {
     /// `--concurrency` of each worker process.
     #[arg(long, default_value_t = 64)]
     pub worker_concurrency: usize,
+    /// Jobs through the soak run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub soak_jobs: u64,
+    /// Retention of the soak queue, so pruning keeps the store bounded.
+    #[arg(long, default_value = "10s")]
+    pub soak_retention: String,
 }
 
 /// One line of the summary.
@@ -115,6 +124,9 @@ pub struct BenchRow {
     pub p50_ms: f64,
     /// 99th percentile latency, in milliseconds.
     pub p99_ms: f64,
+    /// Further figures of the measurement (the soak's memory and store size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -146,6 +158,7 @@ fn row(measure: Measure, setting: String, jobs: u64, elapsed: Duration, hist: &H
         jobs_per_second: if seconds > 0.0 { jobs as f64 / seconds } else { 0.0 },
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        extra: None,
     }
 }
 
@@ -178,6 +191,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Measure::E2e => rows.push(e2e(&client, &queue, &args, quiet).await?),
             Measure::Pickup => rows.extend(pickup(&client, &queue, &args, quiet).await?),
             Measure::Workers => rows.extend(workers(&client, &queue, &args, quiet).await?),
+            Measure::Soak => rows.push(soak(&client, &queue, &args, quiet).await?),
         }
     }
     if quiet {
@@ -197,6 +211,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ]);
     }
     println!("{t}");
+    for r in rows.iter().filter_map(|r| r.extra.as_ref()) {
+        if let Some(summary) = r["summary"].as_str() {
+            println!("{summary}");
+        }
+    }
     Ok(())
 }
 
@@ -512,7 +531,144 @@ async fn workers(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
             jobs_per_second: done as f64 / seconds.max(f64::EPSILON),
             p50_ms: f64::NAN,
             p99_ms: f64::NAN,
+            extra: None,
         });
     }
     Ok(rows)
+}
+
+/// A value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Enqueues `--soak-jobs` in batches while four loops lease and acknowledge them, keeping the
+/// backlog under 50,000; samples the server's memory and store size every second.
+async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let retention = crate::core::time::parse_duration(&args.soak_retention)
+        .map_err(|e| anyhow::anyhow!("--soak-retention: {e}"))?;
+    let policy =
+        QueuePolicyRequest { retention_ms: Some(retention.as_millis() as i64), ..QueuePolicyRequest::default() };
+    client.queue_put(queue, &policy).await?;
+    let total = args.soak_jobs;
+    let (enqueued, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let progress = bar(total, "soak", quiet);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (base, path, enqueued, done) = (
+            client.base().to_owned(),
+            format!("/v1/queues/{queue}/jobs/batch"),
+            Arc::clone(&enqueued),
+            Arc::clone(&done),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
+            loop {
+                while enqueued.load(Ordering::Relaxed).saturating_sub(done.load(Ordering::Relaxed)) > 50_000 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let first = enqueued.fetch_add(1_000, Ordering::Relaxed);
+                if first >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let jobs = (first..(first + 1_000).min(total))
+                    .map(|seq| EnqueueRequest {
+                        kind: "noop".into(),
+                        payload: Some(payload(seq)),
+                        ..EnqueueRequest::default()
+                    })
+                    .collect();
+                let _: BatchEnqueueResponse = conn.post(&path, &BatchEnqueueRequest { jobs }).await?;
+            }
+        }));
+    }
+    for w in 0..4 {
+        let (base, queue, done, progress) =
+            (client.base().to_owned(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Connection::open(&base).await?;
+            let lease = LeaseRequest {
+                worker_id: format!("soak-{w}"),
+                queues: vec![queue],
+                max: Some(100),
+                wait_ms: Some(100),
+                lease_ms: None,
+                host: None,
+            };
+            while done.load(Ordering::Relaxed) < total {
+                let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
+                if jobs.is_empty() {
+                    continue;
+                }
+                let ack = AckRequest {
+                    complete: jobs
+                        .into_iter()
+                        .map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None })
+                        .collect(),
+                    fail: Vec::new(),
+                };
+                let acked: AckResponse = conn.post("/v1/ack", &ack).await?;
+                let n = acked.complete.iter().filter(|i| i.state.is_some()).count() as u64;
+                done.fetch_add(n, Ordering::Relaxed);
+                progress.inc(n);
+            }
+            Ok(())
+        }));
+    }
+    // Samples: (seconds since start, jobs done, resident MiB, store MiB).
+    let mut samples: Vec<(f64, u64, f64, f64)> = Vec::new();
+    let http = reqwest::Client::new();
+    let metrics_url = format!("{}/metrics", client.base());
+    let sample = async || -> Option<(f64, f64)> {
+        let text = http.get(&metrics_url).send().await.ok()?.text().await.ok()?;
+        Some((
+            metric(&text, "process_resident_memory_bytes")? / 1_048_576.0,
+            metric(&text, "wharf_store_size_bytes")? / 1_048_576.0,
+        ))
+    };
+    while done.load(Ordering::Relaxed) < total && !tasks.iter().all(|t| t.is_finished()) {
+        if let Some((rss, store)) = sample().await {
+            samples.push((start.elapsed().as_secs_f64(), done.load(Ordering::Relaxed), rss, store));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = start.elapsed();
+    progress.finish_and_clear();
+    if let Some((rss, store)) = sample().await {
+        samples.push((elapsed.as_secs_f64(), total, rss, store));
+    }
+    let peak_rss = samples.iter().map(|s| s.2).fold(0.0, f64::max);
+    let peak_store = samples.iter().map(|s| s.3).fold(0.0, f64::max);
+    let at = |fraction: f64| samples.iter().find(|s| s.1 as f64 >= fraction * total as f64).map_or(f64::NAN, |s| s.2);
+    let end_store = samples.last().map_or(f64::NAN, |s| s.3);
+    let summary = format!(
+        "soak: server RSS {:.0} MiB at 25% of the jobs, {:.0} MiB at 50%, {:.0} MiB at the end, peak {peak_rss:.0} MiB; \
+         store peak {peak_store:.0} MiB, {end_store:.0} MiB at the end (retention {})",
+        at(0.25),
+        at(0.5),
+        at(1.0),
+        args.soak_retention
+    );
+    let seconds = elapsed.as_secs_f64();
+    Ok(BenchRow {
+        measure: Measure::Soak,
+        setting: format!("{total} jobs, batches of 1,000, 4 lease+ack loops, retention {}", args.soak_retention),
+        jobs: total,
+        seconds,
+        jobs_per_second: total as f64 / seconds.max(f64::EPSILON),
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        extra: Some(serde_json::json!({
+            "summary": summary,
+            "peak_rss_mib": peak_rss,
+            "rss_mib_at_25_50_100": [at(0.25), at(0.5), at(1.0)],
+            "peak_store_mib": peak_store,
+            "end_store_mib": end_store,
+            "samples": samples,
+        })),
+    })
 }

@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.database_url.is_some() {
         bail!("the PostgreSQL store is not part of this build yet; run on the embedded store with --data-dir");
     }
+    raise_file_limit();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let path = config.data_dir.join("wharf.db");
@@ -105,6 +106,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Arc::new(config);
     crate::server::serve(listener, store, events, clock, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Raises the open-files limit to its hard maximum: every connection, idle or streaming, is a
+/// file descriptor, and the usual soft limit of 1,024 is far below what a server should hold.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %err, soft, hard, "cannot raise the open-files limit");
+    }
 }
 
 /// Binds with `SO_REUSEADDR`, so a restarted server gets its port back at once even while

@@ -129,9 +129,6 @@ impl QueuePolicy {
         if let Some(v) = patch.backoff_cap_ms {
             next.backoff.cap_ms = range("backoff_cap_ms", v, 0, MAX_BACKOFF_MS)?;
         }
-        if next.backoff.cap_ms < next.backoff.base_ms {
-            return Err(Invalid::new("backoff_cap_ms", "must not be below backoff_base_ms"));
-        }
         if let Some(v) = patch.retention_ms {
             next.retention_ms = range("retention_ms", v, MIN_RETENTION_MS, MAX_RETENTION_MS)?;
         }
@@ -186,7 +183,6 @@ mod tests {
             (QueuePolicyPatch { lease_ms: Some(5), ..Default::default() }, "lease_ms"),
             (QueuePolicyPatch { max_attempts: Some(-1), ..Default::default() }, "max_attempts"),
             (QueuePolicyPatch { backoff_factor: Some(f64::NAN), ..Default::default() }, "backoff_factor"),
-            (QueuePolicyPatch { backoff_cap_ms: Some(10), ..Default::default() }, "backoff_cap_ms"),
             (QueuePolicyPatch { rate: Some(Some(0.0)), ..Default::default() }, "rate"),
             (QueuePolicyPatch { concurrency: Some(Some(0)), ..Default::default() }, "concurrency"),
         ];

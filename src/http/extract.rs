@@ -229,6 +229,99 @@ mod tests {
         assert_eq!(parse::<EnqueueRequest>(br#"{"kind":"k"} {}"#).unwrap_err().code, ProblemCode::MalformedJson);
     }
 
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::parse;
+        use crate::api::{AckRequest, BatchEnqueueRequest, EnqueueRequest, LeaseRequest, QueuePolicyRequest};
+        use crate::http::error::ProblemCode;
+
+        /// Bytes that are often almost JSON: fragments of real requests, spliced and mutated.
+        fn almost_json() -> impl Strategy<Value = Vec<u8>> {
+            let pieces = prop::sample::select(vec![
+                "{",
+                "}",
+                "[",
+                "]",
+                ",",
+                ":",
+                "\"kind\"",
+                "\"payload\"",
+                "\"priority\"",
+                "\"jobs\"",
+                "\"lease_token\"",
+                "\"queues\"",
+                "\"max\"",
+                "\"delay_ms\"",
+                "\"concurrency\"",
+                "null",
+                "true",
+                "1",
+                "-1",
+                "1.5",
+                "1e400",
+                "99999999999999999999",
+                "\"x\"",
+                "\"\\u0000\"",
+                "\"\\ud800\"",
+                " ",
+                "\u{feff}",
+            ]);
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..256),
+                prop::collection::vec(pieces, 0..40).prop_map(|p| p.concat().into_bytes()),
+            ]
+        }
+
+        fn check<T: serde::de::DeserializeOwned>(bytes: &[u8]) {
+            if let Err(err) = parse::<T>(bytes) {
+                // Every refusal is a client error with a message, never a panic or a 5xx.
+                assert!(err.code.status().is_client_error(), "{err:?}");
+                assert!(!err.detail.is_empty());
+                assert!(matches!(err.code, ProblemCode::MalformedJson | ProblemCode::InvalidRequest));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn request_bodies_decode_or_refuse_cleanly(bytes in almost_json()) {
+                check::<EnqueueRequest>(&bytes);
+                check::<BatchEnqueueRequest>(&bytes);
+                check::<LeaseRequest>(&bytes);
+                check::<AckRequest>(&bytes);
+                check::<QueuePolicyRequest>(&bytes);
+            }
+
+            #[test]
+            fn identifiers_and_names_parse_or_refuse_cleanly(text in ".{0,40}") {
+                let _ = text.parse::<crate::core::JobId>();
+                let _ = text.parse::<crate::core::LeaseToken>();
+                let _ = crate::core::QueueName::parse(&text);
+                let _ = crate::core::time::parse_duration(&text);
+                let _ = crate::core::Timestamp::parse_rfc3339(&text);
+                let _ = text.parse::<crate::core::JobState>();
+            }
+
+            #[test]
+            fn any_numbers_validate_or_refuse_cleanly(
+                priority: Option<i64>, delay: Option<i64>, attempts: Option<i64>, timeout: Option<i64>, now: i64,
+            ) {
+                let spec = crate::core::validate::JobSpec {
+                    kind: "k".into(),
+                    priority,
+                    delay_ms: delay,
+                    max_attempts: attempts,
+                    timeout_ms: timeout,
+                    ..Default::default()
+                };
+                let queue = crate::core::QueueName::parse("q").unwrap();
+                let _ = spec.validate(&queue, &crate::core::Limits::default(), crate::core::Timestamp::from_millis(now));
+            }
+        }
+    }
+
     #[test]
     fn raw_payloads_survive_path_tracking() {
         let req = parse::<EnqueueRequest>(br#"{"kind":"k","payload":{"a":[1,2,{"b":null}]}}"#).unwrap();

@@ -25,7 +25,104 @@ use super::sse;
 )]
 struct ApiDoc;
 
-/// The whole document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The pattern of a job id or lease token: 13 characters of Crockford base32, at most 63 bits.
+const ID_PATTERN: &str = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$";
+/// The pattern of a queue name.
+const QUEUE_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+
+/// The whole document, as served: the annotations, plus what holds for every operation —
+/// problems are `application/problem+json`, any status not listed answers a problem
+/// (`default`), and `{queue}` and `{id}` follow their patterns.
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    refine_schemas(&mut doc);
+    let problem_ref = serde_json::json!({"$ref": "#/components/schemas/Problem"});
+    let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return doc };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, operation) in item.iter_mut() {
+            let Some(operation) = operation.as_object_mut() else { continue };
+            // Unique and stable: handlers in different modules share names (`get`).
+            operation.insert("operationId".into(), operation_id(method, path).into());
+            if let Some(responses) = operation.get_mut("responses").and_then(serde_json::Value::as_object_mut) {
+                for response in responses.values_mut() {
+                    let Some(content) = response.get_mut("content").and_then(serde_json::Value::as_object_mut) else {
+                        continue;
+                    };
+                    if content.get("application/json").and_then(|c| c.get("schema")) == Some(&problem_ref)
+                        && let Some(media) = content.remove("application/json")
+                    {
+                        content.insert("application/problem+json".into(), media);
+                    }
+                }
+                responses.insert(
+                    "default".into(),
+                    serde_json::json!({
+                        "description": "A problem (RFC 9457): see docs/problems.md",
+                        "content": {"application/problem+json": {"schema": problem_ref}},
+                    }),
+                );
+            }
+            for parameter in
+                operation.get_mut("parameters").and_then(serde_json::Value::as_array_mut).into_iter().flatten()
+            {
+                let pattern = match parameter.get("name").and_then(serde_json::Value::as_str) {
+                    Some("queue") => QUEUE_PATTERN,
+                    Some("id") => ID_PATTERN,
+                    _ => continue,
+                };
+                parameter["schema"] = serde_json::json!({"type": "string", "pattern": pattern});
+            }
+            if path.ends_with("/redrive")
+                && let Some(body) = operation.get_mut("requestBody")
+            {
+                // No body means every dead job of the queue.
+                body["required"] = serde_json::Value::Bool(false);
+            }
+        }
+    }
+    add_links(&mut doc);
+    doc
+}
+
+/// `get /v1/jobs/{id}` → `get_v1_jobs_id`.
+fn operation_id(method: &str, path: &str) -> String {
+    let words: Vec<&str> = path.split(['/', '{', '}', '.']).filter(|w| !w.is_empty()).collect();
+    format!("{method}_{}", words.join("_"))
+}
+
+/// What the annotations cannot say: values inside maps and lists, and fields that exclude
+/// each other.
+fn refine_schemas(doc: &mut serde_json::Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let enqueue = &mut schemas["EnqueueRequest"];
+    enqueue["not"] = serde_json::json!({"required": ["delay_ms", "run_at"]});
+    enqueue["properties"]["metadata"]["maxProperties"] = 64.into();
+    enqueue["properties"]["metadata"]["propertyNames"] = serde_json::json!({"minLength": 1, "maxLength": 256});
+    enqueue["properties"]["metadata"]["additionalProperties"] =
+        serde_json::json!({"type": "string", "maxLength": 4096});
+    schemas["LeaseRequest"]["properties"]["queues"]["items"] =
+        serde_json::json!({"type": "string", "pattern": QUEUE_PATTERN});
+    schemas["RedriveRequest"]["properties"]["ids"]["items"] =
+        serde_json::json!({"type": "string", "pattern": ID_PATTERN});
+    for request in ["AckComplete", "AckFail"] {
+        schemas[request]["properties"]["id"]["pattern"] = ID_PATTERN.into();
+    }
+}
+
+/// Links from an enqueue to the job it created, so clients (and schema-driven testers) can
+/// follow real ids.
+fn add_links(doc: &mut serde_json::Value) {
+    let job = |method: &str, path: &str| serde_json::json!({"operationId": operation_id(method, path), "parameters": {"id": "$response.body#/id"}});
+    let links = serde_json::json!({
+        "GetJob": job("get", "/v1/jobs/{id}"),
+        "CancelJob": job("post", "/v1/jobs/{id}/cancel"),
+        "FollowJob": job("get", "/v1/jobs/{id}/events"),
+    });
+    for status in ["200", "201"] {
+        let response = &mut doc["paths"]["/v1/queues/{queue}/jobs"]["post"]["responses"][status];
+        if response.is_object() {
+            response["links"] = links.clone();
+        }
+    }
 }

@@ -21,6 +21,7 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     dir: tempfile::TempDir,
+    data: Option<PathBuf>,
     extra: Vec<String>,
     /// A plain HTTP client.
     pub http: reqwest::Client,
@@ -38,12 +39,36 @@ impl TestServer {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, base) = spawn(&dir.path().join("data"), "127.0.0.1:0", &extra);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        TestServer { child: Some(child), base, dir, extra, http }
+        TestServer { child: Some(child), base, dir, data: None, extra, http }
+    }
+
+    /// Starts a server whose data dir is `data`.
+    pub async fn start_at(data: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, base) = spawn(data, "127.0.0.1:0", &[]);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        TestServer { child: Some(child), base, dir, data: Some(data.to_owned()), extra: Vec::new(), http }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Its resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The data dir.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone().unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// `base` + `path`.
@@ -391,5 +416,30 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
+    }
+}
+
+/// Runs `wharf serve` on `data` expecting it to refuse to start; returns (exit code, stderr).
+pub fn serve_refuses(data: &Path) -> (i32, String) {
+    let mut child = Command::new(wharf_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wharf serve");
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            use std::io::Read as _;
+            let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+            return (status.code().unwrap_or(-1), err);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("wharf serve started on data it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

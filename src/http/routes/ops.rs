@@ -42,6 +42,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 /// This API's OpenAPI 3.1 document, generated from the handlers and wire types.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI document")))]
 pub async fn openapi() -> Response {
-    let body = crate::http::openapi::document().to_json().unwrap_or_default();
+    let body = serde_json::to_string(&crate::http::openapi::document()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -1163,7 +1163,16 @@ impl Engine {
                 counters: q.counters.clone(),
             })
             .collect();
-        MetricsSnapshot { queues, workers_connected: self.mem.workers_connected(now), store: self.stats.clone() }
+        let mut store = self.stats.clone();
+        store.size_bytes = self
+            .conn
+            .path()
+            .map(|db| {
+                let size = |p: String| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                size(db.to_owned()) + size(format!("{db}-wal"))
+            })
+            .unwrap_or(0);
+        MetricsSnapshot { queues, workers_connected: self.mem.workers_connected(now), store }
     }
 }
 

@@ -6,7 +6,7 @@ CREATE TABLE queues (
     max_attempts    INTEGER NOT NULL CHECK (max_attempts >= 1),
     backoff_base_ms INTEGER NOT NULL CHECK (backoff_base_ms >= 0),
     backoff_factor  REAL    NOT NULL CHECK (backoff_factor >= 1),
-    backoff_cap_ms  INTEGER NOT NULL CHECK (backoff_cap_ms >= backoff_base_ms),
+    backoff_cap_ms  INTEGER NOT NULL CHECK (backoff_cap_ms >= 0),
     retention_ms    INTEGER NOT NULL CHECK (retention_ms > 0),
     concurrency     INTEGER CHECK (concurrency IS NULL OR concurrency >= 1),
     rate            REAL    CHECK (rate IS NULL OR rate > 0),
