@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub max_batch_body_bytes: usize,
     /// How often finished jobs past retention are deleted. Defaults to 60 s.
     pub prune_interval: Duration,
+    /// Longest time a client may take to send a request body (against slow-body attacks).
+    /// Defaults to 30 s.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_batch_body_bytes: 64 * 1024 * 1024,
             prune_interval: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct FileConfig {
     pub max_batch: Option<usize>,
     /// `prune_interval = "60s"`.
     pub prune_interval: Option<String>,
+    /// `body_read_timeout = "30s"`.
+    pub body_read_timeout: Option<String>,
     /// `log_format = "json"` or `"pretty"`.
     pub log_format: Option<String>,
     /// Autoscaler pools (`[[pool]]`); read by the autoscaler.

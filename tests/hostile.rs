@@ -68,13 +68,29 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
         s.write_all(request.as_bytes()).await.unwrap();
         polls.push(s);
     }
-    // 200 clients trickling a request head, a byte every 50 ms.
+    // 200 clients trickling a request head, a byte every 50 ms, and 100 trickling a body.
     let mut slow = Vec::new();
     for _ in 0..200 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         slow.push(tokio::spawn(async move {
             for byte in b"GET /health HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')).take(400) {
                 if s.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    // 100 clients trickling a request body.
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        slow.push(tokio::spawn(async move {
+            let head = "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Length: 1000\r\n\r\n{";
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for _ in 0..1_000 {
+                if s.write_all(b" ").await.is_err() {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -96,7 +112,7 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
     let flooded_kib = server.rss_kib();
     let grown_mib = flooded_kib.saturating_sub(baseline_kib) / 1024;
     eprintln!(
-        "flood: baseline {} MiB, with 10k idle + 1k streams + 500 long polls + 200 slow: {} MiB; /health worst {worst:?}",
+        "flood: baseline {} MiB, with 10k idle + 1k streams + 500 long polls + 300 slow: {} MiB; /health worst {worst:?}",
         baseline_kib / 1024,
         flooded_kib / 1024
     );
@@ -178,8 +194,11 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
             "events$",
             "--request-timeout",
             "10",
+            // One worker: its generator shares caches between worker threads, and under load
+            // that race surfaced as a tool error ("Inconsistent results"), not an API finding.
+            // One worker also makes a seeded run repeat exactly.
             "--workers",
-            "4",
+            "1",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
@@ -188,4 +207,20 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "schemathesis found failures:\n{report}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(server.get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_body_gets_a_408_and_changes_nothing() {
+    let server = TestServer::start_with(&["--body-read-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(addr(&server)).await.unwrap();
+    let head = "POST /v1/queues/slow/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Length: 200\r\n\r\n{\"kind\":";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer)).await.expect("answered").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.get("/v1/queues/slow").await.0, 404, "nothing was created");
 }

@@ -494,3 +494,31 @@ async fn issue_4_two_leases_of_one_job_on_one_worker_keep_their_own_results() {
     let errors: Vec<&str> = job["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
     assert!(errors.iter().all(|e| *e == "lease expired"), "no attempt failed for want of its registration: {errors:?}");
 }
+
+/// See: issue #4. A worker that was paused while a lease answer waited in its socket must not
+/// start that attempt once the lease has run out: the job has been handed out again.
+#[tokio::test]
+async fn issue_4_a_worker_resumed_after_its_lease_ran_out_does_not_start_it() {
+    let server = TestServer::start().await;
+    let dir = dir();
+    server.put("/v1/queues/q", json!({"lease_ms": 500, "backoff_base_ms": 0, "backoff_cap_ms": 0})).await;
+    script(dir.path(), "record.sh", "#!/bin/sh\necho \"$WHARF_ATTEMPT\" >> attempts.txt\n");
+    let worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--exec", "exec ./record.sh"]);
+    // The worker is long-polling; pause it, and give its parked request a job.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.get("/v1/workers").await.1["workers"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "the worker never asked for work");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.signal("STOP");
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    server.wait_state(&id, "running").await;
+    // The lease runs out while the worker sleeps: the job is ready again, its attempt spent.
+    let expired = server.wait_state(&id, "ready").await;
+    assert_eq!(expired["errors"][0]["message"], "lease expired");
+    worker.signal("CONT");
+    let job = server.wait_done(&id).await;
+    assert_eq!(job["state"], "succeeded");
+    let attempts = std::fs::read_to_string(dir.path().join("attempts.txt")).unwrap();
+    assert_eq!(attempts.trim(), job["attempt"].to_string(), "only the live lease ran; the stale one was skipped");
+}

@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// How often to delete finished jobs past retention, e.g. 60s [default: 60s].
     #[arg(long, env = "WHARF_PRUNE_INTERVAL")]
     pub prune_interval: Option<String>,
+    /// Longest time a client may take to send a request body, e.g. 30s [default: 30s].
+    #[arg(long, env = "WHARF_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<String>,
     /// Log format: pretty or json [default: pretty].
     #[arg(long, env = "WHARF_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -55,6 +55,12 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
             bail!("prune interval must be above zero");
         }
     }
+    if let Some(text) = args.body_read_timeout.as_deref().or(file.body_read_timeout.as_deref()) {
+        config.body_read_timeout = parse_duration(text).map_err(|e| anyhow!("body read timeout: {e}"))?;
+        if config.body_read_timeout.is_zero() {
+            bail!("body read timeout must be above zero");
+        }
+    }
     let log_format = args.log_format.clone().or(file.log_format).unwrap_or_else(|| "pretty".to_owned());
     if !matches!(log_format.as_str(), "pretty" | "json") {
         bail!("log format {log_format:?} is not pretty or json");

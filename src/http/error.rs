@@ -53,6 +53,8 @@ problem_codes! {
     InvalidQueueName => (400, "invalid_queue_name", "Invalid queue name"),
     /// A field is well-formed but out of range.
     InvalidValue => (422, "invalid_value", "Invalid value"),
+    /// The client took too long to send its request body.
+    RequestTimeout => (408, "request_timeout", "Request timeout"),
     /// A payload, progress or result is over the size limit.
     PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
     /// The request body is over the size limit.

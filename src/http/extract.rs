@@ -31,7 +31,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, T::body_limit(state)).await?;
+        let bytes = read_body_in_time(req, T::body_limit(state), state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::new(ProblemCode::MalformedJson, "the request body is empty; expected a JSON object"));
         }
@@ -50,7 +50,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(req, T::body_limit(state)).await?;
+        let bytes = read_body_in_time(req, T::body_limit(state), state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -61,6 +61,18 @@ where
 /// Most bytes read and thrown away after a body goes over its limit, so that a client that
 /// does not wait for `100 Continue` can finish sending and read the 413 instead of a reset.
 const DRAIN_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads the body within the server's body read timeout: a client that trickles its body
+/// (slowloris on the body) gets a 408 instead of holding the request open.
+async fn read_body_in_time(req: Request, limit: usize, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let timeout = state.config.body_read_timeout;
+    tokio::time::timeout(timeout, read_body(req, limit)).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            ProblemCode::RequestTimeout,
+            format!("the request body did not arrive within {}", humantime::format_duration(timeout)),
+        ))
+    })
+}
 
 async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt as _;
