@@ -8,6 +8,8 @@
 //!   job — the bug fencing exists to prevent.
 //! - `ack_before_commit`: answer writers before their transaction commits — the bug group
 //!   commit must not have.
+//! - `slow_commit`: hold every commit for half a second, so a crash can land between an
+//!   answer and its commit (harmless alone: answers still wait for the commit).
 
 /// A failpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub enum FailPoint {
     SkipFencing,
     /// Answer before the commit.
     AckBeforeCommit,
+    /// Hold every commit for half a second.
+    SlowCommit,
 }
 
 impl FailPoint {
@@ -23,6 +27,7 @@ impl FailPoint {
         match self {
             FailPoint::SkipFencing => "skip_fencing",
             FailPoint::AckBeforeCommit => "ack_before_commit",
+            FailPoint::SlowCommit => "slow_commit",
         }
     }
 

@@ -1,5 +1,6 @@
 //! The fault-injection harness against the real binaries: a short run with every kind of fault
-//! must check out, and a build with fencing switched off must not.
+//! must check out, and builds with fencing switched off or answers sent before the commit must
+//! not.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,5 +53,31 @@ async fn the_checker_catches_a_server_that_skips_fencing() {
     assert!(!verdict.valid(), "the checker must reject a server without fencing");
     let fencing = verdict.violations.iter().find(|v| v.property == "fencing").expect("a fencing counterexample");
     assert!(fencing.detail.contains("though a later lease"), "{}", fencing.detail);
+    eprintln!("counterexample found, as it should be: {verdict}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_checker_catches_a_server_that_answers_before_it_commits() {
+    // Commits held for half a second; the server is killed the moment the answers are in.
+    let slow = vec![("WHARF_FAILPOINTS".to_owned(), "slow_commit".to_owned())];
+    let dir = scratch();
+    let history = wharf_chaos::crash_after_acknowledgements(wharf_bin().as_ref(), dir.path(), slow).await.expect("run");
+    let verdict = wharf_chaos::check(&history);
+    assert!(verdict.valid(), "answers wait for the commit, so the crash loses nothing: {verdict}");
+    assert_eq!(history.jobs.values().filter(|j| j.state == "succeeded").count(), 10);
+
+    // The same with answers sent before the commit (a test-only failpoint).
+    let broken = vec![("WHARF_FAILPOINTS".to_owned(), "slow_commit,ack_before_commit".to_owned())];
+    let dir = scratch();
+    let history =
+        wharf_chaos::crash_after_acknowledgements(wharf_bin().as_ref(), dir.path(), broken).await.expect("run");
+    let verdict = wharf_chaos::check(&history);
+    assert!(!verdict.valid(), "the checker must reject a server that answers before committing");
+    let lost = verdict
+        .violations
+        .iter()
+        .find(|v| v.property == "acknowledged-enqueue-survives")
+        .expect("a lost-enqueue counterexample");
+    assert!(lost.detail.contains("does not know the job"), "{}", lost.detail);
     eprintln!("counterexample found, as it should be: {verdict}");
 }

@@ -95,6 +95,13 @@ impl Server {
         self.spawn().await
     }
 
+    /// SIGKILL, then a fresh start on the same data and port with another environment.
+    pub async fn crash_and_restart_with(&mut self, env: Vec<(String, String)>) -> anyhow::Result<()> {
+        self.kill9().await;
+        self.env = env;
+        self.spawn().await
+    }
+
     /// SIGKILL.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -19,4 +19,4 @@ mod runner;
 
 pub use checker::{Verdict, check};
 pub use history::History;
-pub use runner::{Config, run, stale_worker};
+pub use runner::{Config, crash_after_acknowledgements, run, stale_worker};

@@ -230,13 +230,18 @@ async fn produce(
 async fn drain(http: &reqwest::Client, base: &str, limit: Duration) -> anyhow::Result<bool> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if let Ok(resp) = http.get(format!("{base}/v1/queues/{QUEUE}")).send().await
-            && let Ok(queue) = resp.json::<Value>().await
-        {
-            let c = &queue["counts"];
-            let pending = ["scheduled", "ready", "running"].iter().map(|s| c[*s].as_u64().unwrap_or(1)).sum::<u64>();
-            if pending == 0 {
+        if let Ok(resp) = http.get(format!("{base}/v1/queues/{QUEUE}")).send().await {
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                // An unknown queue holds no jobs (a broken server may have lost it whole).
                 return Ok(true);
+            }
+            if let Ok(queue) = resp.json::<Value>().await {
+                let c = &queue["counts"];
+                let pending =
+                    ["scheduled", "ready", "running"].iter().map(|s| c[*s].as_u64().unwrap_or(1)).sum::<u64>();
+                if pending == 0 {
+                    return Ok(true);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -346,6 +351,70 @@ pub async fn stale_worker(
         listed,
         lease_ms,
         drain_ms: Some(0),
+    })
+}
+
+/// A crash right after acknowledgements: producers enqueue a burst of jobs, the server is
+/// `kill -9`ed the moment the last answer arrives and restarted, and a worker drains the queue.
+/// Run it with `slow_commit`, which holds each commit for half a second: a correct server
+/// answers only after its commit, so every acknowledged job survives; with `ack_before_commit`
+/// as well, the answers beat the commit, the crash loses the jobs, and the checker's
+/// `acknowledged-enqueue-survives` property catches it.
+pub async fn crash_after_acknowledgements(
+    wharf: &std::path::Path,
+    dir: &std::path::Path,
+    server_env: Vec<(String, String)>,
+) -> anyhow::Result<History> {
+    std::fs::create_dir_all(dir)?;
+    let handler = dir.join("handler.sh");
+    std::fs::write(&handler, HANDLER)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let mut server = Server::start(wharf, dir, server_env).await?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (http, base) = (http.clone(), server.base.clone());
+        sends.spawn(async move {
+            let key = format!("burst-{i}");
+            let body = json!({"kind": "chaos", "idempotency_key": key});
+            let answer: Value =
+                http.post(format!("{base}/v1/queues/{QUEUE}/jobs")).json(&body).send().await?.json().await?;
+            let id = answer["id"].as_str().context("no job id")?.to_owned();
+            anyhow::Ok(Enqueue { key, id: Some(id.clone()), tries: 1, acked_ids: vec![id] })
+        });
+    }
+    let mut enqueues = Vec::new();
+    while let Some(sent) = sends.join_next().await {
+        enqueues.push(sent.context("a producer panicked")??);
+    }
+    let crashed_at = now_ms();
+    // The restart runs without failpoints: the crash has done whatever damage it could.
+    server.crash_and_restart_with(Vec::new()).await?;
+    let fault = Fault { kind: FaultKind::ServerCrash, at_ms: crashed_at, until_ms: now_ms(), worker_pid: None };
+    let executions = dir.join("executions.log");
+    let mut worker = Worker::start_with(wharf, dir, &server.base, QUEUE, 4, 0, &[("CHAOS_SLEEP", "0")])?;
+    let drained = drain(&http, &server.base, Duration::from_secs(60)).await?;
+    let mut jobs = HashMap::new();
+    for id in enqueues.iter().filter_map(|e| e.id.as_ref()) {
+        let job: Value = http.get(format!("{}/v1/jobs/{id}", server.base)).send().await?.json().await?;
+        jobs.insert(id.clone(), final_job(&job));
+    }
+    let listed = list_all(&http, &server.base).await?;
+    worker.signal(Signal::SIGTERM);
+    let _ = worker.wait(Duration::from_secs(10)).await;
+    server.stop().await;
+    Ok(History {
+        enqueues,
+        executions: read_executions(&executions).unwrap_or_default(),
+        reports: read_reports(&worker.log, worker.pid),
+        faults: vec![fault],
+        jobs,
+        listed,
+        lease_ms: 30_000,
+        drain_ms: drained.then_some(0),
     })
 }
 

@@ -327,6 +327,9 @@ impl Engine {
                 }
                 cx.answers = leases;
             }
+            if FailPoint::SlowCommit.active() {
+                std::thread::sleep(Duration::from_millis(500));
+            }
             commit_started = Some(Instant::now());
             self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
         })();
