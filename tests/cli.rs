@@ -137,3 +137,50 @@ async fn errors_are_one_line_with_the_cause() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.starts_with("error: cannot reach the wharf server at http://127.0.0.1:1"), "{err}");
 }
+
+/// Every default measurement of `wharf bench`, at a small size: each runs to the end and
+/// reports the jobs it was asked for, and the jobs really went through the server.
+#[tokio::test]
+async fn bench_runs_every_measurement_and_its_jobs_reach_the_server() {
+    let server = TestServer::start().await;
+    let (code, out, err) = server.cli(&[
+        "bench",
+        "--json",
+        "--jobs",
+        "300",
+        "--batch",
+        "100",
+        "--batch-jobs",
+        "1000",
+        "--e2e-jobs",
+        "1000",
+        "--pickup-jobs",
+        "20",
+        "--pickup-rate",
+        "200",
+        "--worker-jobs",
+        "200",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bench JSON");
+    let measured: Vec<&str> = rows.iter().map(|r| r["measure"].as_str().unwrap_or("")).collect();
+    for name in ["enqueue", "batch", "e2e", "pickup", "workers"] {
+        assert!(measured.contains(&name), "{name} measured: {measured:?}");
+    }
+    for row in &rows {
+        assert!(row["jobs"].as_u64() > Some(0) && row["jobs_per_second"].as_f64() > Some(0.0), "{row}");
+        assert!(row["p50_ms"].as_f64() <= row["p99_ms"].as_f64(), "{row}");
+    }
+    let jobs_of = |name: &str| rows.iter().find(|r| r["measure"] == name).and_then(|r| r["jobs"].as_u64());
+    assert_eq!(jobs_of("enqueue"), Some(300));
+    assert_eq!(jobs_of("batch"), Some(1000));
+    assert_eq!(jobs_of("e2e"), Some(1000));
+    // Everything enqueued was created on the server, and everything run finished there.
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let enqueued: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("wharf_jobs_enqueued_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(enqueued >= 300.0 + 1000.0 + 1000.0 + 20.0 + 200.0, "jobs created: {enqueued}");
+}

@@ -40,8 +40,20 @@ async fn health_latency(server: &TestServer, rounds: usize) -> Duration {
     worst
 }
 
+/// Raises this process's open-file limit to its hard limit, as `wharf serve` does for itself:
+/// the flood holds about 12,000 sockets on the client side.
+fn allow_open_files(needed: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < needed {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    assert!(hard >= needed, "the flood needs {needed} open files; the hard limit is {hard} (raise it: ulimit -Hn)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsive() {
+    allow_open_files(13_000);
     let server = TestServer::start().await;
     let addr = addr(&server);
     let baseline_kib = server.rss_kib();
@@ -98,14 +110,7 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
         }));
     }
     // Let the server take it all in: the last long poll is parked once the workers list has it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, list) = server.get("/v1/workers").await;
-        if list["workers"].as_array().map_or(0, Vec::len) >= 500 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.wait_workers(500).await;
 
     let worst = health_latency(&server, 50).await;
     assert!(worst < Duration::from_millis(100), "/health took {worst:?} under the flood");

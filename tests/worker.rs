@@ -223,7 +223,7 @@ async fn a_second_signal_stops_running_jobs_at_once_and_still_releases_them() {
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     server.wait_state(&id, "running").await;
     worker.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the worker is draining", || worker.log_text().contains("draining")).await;
     let signaled = Instant::now();
     worker.signal("INT");
     assert_eq!(worker.wait_exit(Duration::from_secs(10)), Some(0));
@@ -486,10 +486,13 @@ async fn issue_4_two_leases_of_one_job_on_one_worker_keep_their_own_results() {
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     server.wait_state(&id, "running").await;
     worker.signal("STOP");
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // The lease runs out while the worker sleeps; when it wakes, its stale attempt is still
+    // running and it leases the job afresh.
+    server.wait_state(&id, "ready").await;
     worker.signal("CONT");
     let job = server.wait_done(&id).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(job["attempt"].as_u64() >= Some(2), "the job was leased again after the pause: {job}");
     assert_eq!(job["result"], job["attempt"].to_string(), "the result is the kept attempt's own: {job}");
     let errors: Vec<&str> = job["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
     assert!(errors.iter().all(|e| *e == "lease expired"), "no attempt failed for want of its registration: {errors:?}");
@@ -521,4 +524,70 @@ async fn issue_4_a_worker_resumed_after_its_lease_ran_out_does_not_start_it() {
     assert_eq!(job["state"], "succeeded");
     let attempts = std::fs::read_to_string(dir.path().join("attempts.txt")).unwrap();
     assert_eq!(attempts.trim(), job["attempt"].to_string(), "only the live lease ran; the stale one was skipped");
+}
+
+/// Waits (up to 30 s) until `condition` holds.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_job_that_outlasts_its_lease() {
+    let server = TestServer::start().await;
+    let dir = dir();
+    server.put("/v1/queues/q", json!({"lease_ms": 600})).await;
+    script(dir.path(), "slow.sh", "#!/bin/sh\nsleep 2\n");
+    let _worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--exec", "./slow.sh"]);
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    let job = server.wait_done(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 1, "ran once, though it took over three leases: {job}");
+    assert_eq!(job["errors"], json!([]), "{job}");
+}
+
+#[tokio::test]
+async fn a_completion_made_while_the_server_is_away_lands_when_it_returns() {
+    let mut server = TestServer::start().await;
+    let dir = dir();
+    server.put("/v1/queues/q", json!({"lease_ms": 60_000})).await;
+    script(dir.path(), "gated.sh", "#!/bin/sh\ntouch started\nwhile [ ! -e go ]; do sleep 0.02; done\n");
+    let worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--exec", "./gated.sh"]);
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    wait_until("the handler started", || dir.path().join("started").exists()).await;
+    server.kill9();
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    wait_until("the worker tried to report", || worker.log_text().contains("cannot reach the server")).await;
+    server.restart();
+    let job = server.wait_done(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 1, "the completion landed; the job was not handed out again: {job}");
+    assert_eq!(job["errors"], json!([]), "{job}");
+}
+
+#[tokio::test]
+async fn sigterm_while_the_server_is_away_exits_within_the_grace_and_loses_nothing() {
+    let mut server = TestServer::start().await;
+    let dir = dir();
+    server.put("/v1/queues/q", json!({"lease_ms": 3_000, "backoff_base_ms": 0, "backoff_cap_ms": 0})).await;
+    script(dir.path(), "long.sh", "#!/bin/sh\ntouch started\nif [ \"$WHARF_ATTEMPT\" = 1 ]; then sleep 60; fi\n");
+    let mut worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--grace", "1s", "--exec", "./long.sh"]);
+    let id = server.enqueue("q", json!({"kind": "k"})).await;
+    wait_until("the handler started", || dir.path().join("started").exists()).await;
+    server.kill9();
+    let signaled = Instant::now();
+    worker.signal("TERM");
+    assert_eq!(worker.wait_exit(Duration::from_secs(10)), Some(0), "a clean exit");
+    let took = signaled.elapsed();
+    assert!(took <= Duration::from_secs(3), "exited within the grace period plus a second: {took:?}");
+    assert!(worker.log_text().contains("could not release every lease in time"), "it says what it left");
+    // The lease it could not release runs out on the server, and the job runs again.
+    server.restart();
+    let _next = TestWorker::start(&server, dir.path(), &["--queue", "q", "--exec", "./long.sh"]);
+    let job = server.wait_done(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["errors"][0]["message"], "lease expired", "{job}");
 }

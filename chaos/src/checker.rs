@@ -10,7 +10,8 @@
 //!    is the highest token any execution of the job ran under, its attempt the job's last.
 //! 4. **Every redelivery is explained**: when a job ran again, the earlier lease expired (the
 //!    server recorded `lease expired` for that attempt), or was given back (the attempt number
-//!    did not grow: a release, or a lease lost with a server crash), or its worker was killed.
+//!    did not grow: a release the worker saw acknowledged, or a lease lost with a server crash),
+//!    or its worker was killed.
 //! 5. **Idempotency**: every acknowledgement of a key named the same job, and the server holds
 //!    at most one job per key.
 //! 6. **Released jobs run again at once**: a job released by a draining worker started again
@@ -92,6 +93,9 @@ impl fmt::Display for Verdict {
         }
     }
 }
+
+/// How long after the next lease started a release's acknowledgement may be logged.
+const RELEASE_LOG_SLACK_MS: i64 = 5_000;
 
 /// Checks a history.
 pub fn check(history: &History) -> Verdict {
@@ -200,31 +204,41 @@ pub fn check(history: &History) -> Verdict {
             .unwrap_or_default();
         for pair in list.windows(2) {
             let (first, next) = (pair[0], pair[1]);
+            // A release is logged when the worker hears the answer, which can come a little
+            // after the next lease started.
+            let released = releases
+                .iter()
+                .any(|&(job, at)| job == *id && at >= first.start_ms && at <= next.start_ms + RELEASE_LOG_SLACK_MS);
             let cause = if next.attempt == first.attempt {
                 if crashes.iter().any(|&(at, _)| at >= first.start_ms && at <= next.start_ms) {
-                    "lease lost in a server crash"
+                    Some("lease lost in a server crash")
+                } else if released {
+                    Some("released")
                 } else {
-                    "released"
+                    None
                 }
             } else if kills
                 .iter()
                 .any(|&(pid, at)| pid == first.worker_pid && at >= first.start_ms && at <= next.start_ms)
             {
-                "worker killed"
+                Some("worker killed")
             } else if expired.contains(&first.attempt) {
-                "lease expired"
+                Some("lease expired")
             } else {
+                None
+            };
+            let cause = cause.unwrap_or_else(|| {
                 let errors = history.jobs.get(*id).map(|j| j.errors.clone()).unwrap_or_default();
                 bad(
                     "redelivery-explained",
                     id,
                     format!(
-                        "attempt {} (token {}, worker {}, ran {}..{:?}) was followed by attempt {} with no expiry, release or kill; errors {errors:?}",
+                        "attempt {} (token {}, worker {}, ran {}..{:?}) was followed by attempt {} with no expiry, acknowledged release, crash or kill; errors {errors:?}",
                         first.attempt, first.token, first.worker_pid, first.start_ms, first.end_ms, next.attempt
                     ),
                 );
                 "unexplained"
-            };
+            });
             *redeliveries.entry(cause).or_default() += 1;
         }
     }
@@ -286,4 +300,57 @@ pub fn check(history: &History) -> Verdict {
         enqueue_retries: history.enqueues.iter().map(|e| e.tries.saturating_sub(1)).sum(),
     };
     Verdict { violations, figures }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Enqueue, Execution, Fault, FinalJob, Reported, WorkerReport};
+
+    /// One job, run twice under the same attempt number by two workers, kept from the second.
+    fn ran_twice_at_attempt_one() -> History {
+        let run = |token: &str, worker_pid, start_ms| Execution {
+            job: "j".into(),
+            attempt: 1,
+            token: token.into(),
+            worker_pid,
+            start_ms,
+            end_ms: Some(start_ms + 50),
+        };
+        History {
+            enqueues: vec![Enqueue { key: "k".into(), id: Some("j".into()), tries: 1, acked_ids: vec!["j".into()] }],
+            executions: vec![run("t1", 10, 1_000), run("t2", 11, 1_200)],
+            reports: vec![WorkerReport { job: "j".into(), what: Reported::Completed, at_ms: 1_300, worker_pid: 11 }],
+            jobs: HashMap::from([(
+                "j".into(),
+                FinalJob {
+                    state: "succeeded".into(),
+                    attempt: 1,
+                    result: serde_json::json!({"attempt": 1, "token": "t2"}),
+                    errors: Vec::new(),
+                    finished_ms: Some(1_300),
+                },
+            )]),
+            listed: vec![("j".into(), Some("k".into()))],
+            lease_ms: 30_000,
+            drain_ms: Some(0),
+            ..History::default()
+        }
+    }
+
+    #[test]
+    fn a_second_run_of_one_attempt_needs_a_release_or_a_crash() {
+        let history = ran_twice_at_attempt_one();
+        let verdict = check(&history);
+        let unexplained = verdict.violations.iter().find(|v| v.property == "redelivery-explained");
+        assert!(unexplained.is_some(), "a job handed out twice without a cause must be caught: {verdict}");
+
+        let mut released = ran_twice_at_attempt_one();
+        released.reports.push(WorkerReport { job: "j".into(), what: Reported::Released, at_ms: 1_150, worker_pid: 10 });
+        assert!(check(&released).valid(), "{}", check(&released));
+
+        let mut crashed = ran_twice_at_attempt_one();
+        crashed.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: 1_100, until_ms: 1_150, worker_pid: None });
+        assert!(check(&crashed).valid(), "{}", check(&crashed));
+    }
 }

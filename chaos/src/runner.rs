@@ -64,13 +64,7 @@ const QUEUE: &str = "chaos";
 /// Runs the cluster under the nemesis and returns what happened.
 pub async fn run(config: &Config) -> anyhow::Result<History> {
     let dir = &config.dir;
-    std::fs::create_dir_all(dir)?;
-    let handler = dir.join("handler.sh");
-    std::fs::write(&handler, HANDLER)?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
-    }
+    write_handler(dir)?;
     let mut rng = fastrand::Rng::with_seed(config.seed);
     let mut server = Server::start(&config.wharf, dir, config.server_env.clone()).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
@@ -297,13 +291,7 @@ pub async fn stale_worker(
     dir: &std::path::Path,
     server_env: Vec<(String, String)>,
 ) -> anyhow::Result<History> {
-    std::fs::create_dir_all(dir)?;
-    let handler = dir.join("handler.sh");
-    std::fs::write(&handler, HANDLER)?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
-    }
+    write_handler(dir)?;
     let lease_ms = 1_000;
     let mut server = Server::start(wharf, dir, server_env).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
@@ -365,13 +353,7 @@ pub async fn crash_after_acknowledgements(
     dir: &std::path::Path,
     server_env: Vec<(String, String)>,
 ) -> anyhow::Result<History> {
-    std::fs::create_dir_all(dir)?;
-    let handler = dir.join("handler.sh");
-    std::fs::write(&handler, HANDLER)?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
-    }
+    write_handler(dir)?;
     let mut server = Server::start(wharf, dir, server_env).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let mut sends = tokio::task::JoinSet::new();
@@ -416,6 +398,16 @@ pub async fn crash_after_acknowledgements(
         lease_ms: 30_000,
         drain_ms: drained.then_some(0),
     })
+}
+
+/// Creates `dir` with the recording handler in it.
+fn write_handler(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    let handler = dir.join("handler.sh");
+    std::fs::write(&handler, HANDLER)?;
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
 }
 
 async fn wait_for(mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {

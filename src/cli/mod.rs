@@ -86,7 +86,7 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR", conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
-    /// Use PostgreSQL at this URL instead of the embedded store.
+    /// PostgreSQL at this URL instead of the embedded store (not available yet: refused with an error).
     #[arg(long, env = "WHARF_DATABASE_URL")]
     pub database_url: Option<String>,
     /// A TOML config file; flags and WHARF_* variables override it.

@@ -3,11 +3,14 @@
 //! Completions and failures from all running jobs go through one channel; the reporter sends
 //! whatever has gathered as one `POST /v1/ack` (one durable transaction on the server), so a
 //! busy worker pays one round trip for many jobs. Releases go one by one (they are rare: only
-//! at shutdown). A network error is retried with backoff until the server answers; a refusal
-//! of one item (its lease is gone) is logged and dropped, since the job belongs to someone
-//! else by then.
+//! at shutdown). A network error is retried with backoff until the server answers or the
+//! report's lease has run out (the server would refuse it then, and hand the job out again); a
+//! refusal of one item (its lease is gone) is logged and dropped, since the job belongs to
+//! someone else by then.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,10 +63,14 @@ pub(super) type Receipt = Result<String, Refusal>;
 /// Most outcomes in one acknowledgement.
 const MAX_BATCH: usize = 256;
 
+/// A report waiting to be sent: what, until when it is worth sending (its lease's end), and
+/// where its receipt goes.
+type Queued = (Report, Instant, oneshot::Sender<Receipt>);
+
 /// A handle to the reporter task.
 #[derive(Clone, Debug)]
 pub(super) struct Reporter {
-    tx: mpsc::Sender<(Report, oneshot::Sender<Receipt>)>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Reporter {
@@ -77,21 +84,18 @@ impl Reporter {
         (Reporter { tx }, task)
     }
 
-    /// Queues a report; resolves once the server has answered it.
-    pub(super) async fn send(&self, report: Report) -> Receipt {
+    /// Queues a report; resolves once the server has answered it, or once `lease_until` has
+    /// passed without the server being reachable.
+    pub(super) async fn send(&self, report: Report, lease_until: Instant) -> Receipt {
         let (done, receipt) = oneshot::channel();
-        if self.tx.send((report, done)).await.is_err() {
+        if self.tx.send((report, lease_until, done)).await.is_err() {
             return Err("the reporter has stopped".into());
         }
         receipt.await.unwrap_or_else(|_| Err("the reporter stopped before the server answered".into()))
     }
 }
 
-async fn run(
-    client: Client,
-    mut rx: mpsc::Receiver<(Report, oneshot::Sender<Receipt>)>,
-    on_contact: impl Fn(bool) + Send + Sync,
-) {
+async fn run(client: Client, mut rx: mpsc::Receiver<Queued>, on_contact: impl Fn(bool) + Send + Sync) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -102,29 +106,31 @@ async fn run(
             }
         }
         let (releases, acks): (Vec<_>, Vec<_>) =
-            batch.drain(..).partition(|(r, _)| matches!(r, Report::Release { .. }));
-        for (report, done) in releases {
-            let receipt = retry(&on_contact, || single(&client, &report)).await;
+            batch.drain(..).partition(|(r, _, _)| matches!(r, Report::Release { .. }));
+        for (report, lease_until, done) in releases {
+            let receipt = retry(&on_contact, Some(lease_until), || single(&client, &report)).await;
             log_refusal(report.id(), &receipt);
             let _ = done.send(receipt);
         }
         if acks.is_empty() {
             continue;
         }
-        let request = ack_request(acks.iter().map(|(r, _)| r));
-        match retry(&on_contact, || client.ack(&request)).await {
+        let request = ack_request(acks.iter().map(|(r, _, _)| r));
+        // Worth sending while any of its leases lasts; the server refuses the expired items.
+        let give_up_at = acks.iter().map(|(_, until, _)| *until).max();
+        match retry(&on_contact, give_up_at, || client.ack(&request)).await {
             Ok(answer) => {
                 // `ack_request` puts completions first, then failures, each in arrival order.
                 let (completes, fails): (Vec<_>, Vec<_>) =
-                    acks.into_iter().partition(|(r, _)| matches!(r, Report::Complete { .. }));
-                for ((report, done), item) in
+                    acks.into_iter().partition(|(r, _, _)| matches!(r, Report::Complete { .. }));
+                for ((report, _, done), item) in
                     completes.into_iter().zip(answer.complete.iter().map(Some).chain(std::iter::repeat(None)))
                 {
                     let receipt = item_receipt(item);
                     log_refusal(report.id(), &receipt);
                     let _ = done.send(receipt);
                 }
-                for ((report, done), item) in
+                for ((report, _, done), item) in
                     fails.into_iter().zip(answer.fail.iter().map(Some).chain(std::iter::repeat(None)))
                 {
                     let receipt = item_receipt(item);
@@ -132,8 +138,9 @@ async fn run(
                     let _ = done.send(receipt);
                 }
             }
-            Err(refusal) if acks.len() == 1 => {
-                for (report, done) in acks {
+            Err(refusal) if acks.len() == 1 || refusal.code.is_none() => {
+                // One item, or nothing reached the server before the leases ran out.
+                for (report, _, done) in acks {
                     let receipt = Err(refusal.clone());
                     log_refusal(report.id(), &receipt);
                     let _ = done.send(receipt);
@@ -143,8 +150,8 @@ async fn run(
                 // One bad item (a result over the size limit, say) refuses the whole request:
                 // send each alone so the others still land.
                 tracing::debug!(reason = %refusal, "batched acknowledgement refused; sending items one by one");
-                for (report, done) in acks {
-                    let receipt = retry(&on_contact, || single(&client, &report)).await;
+                for (report, lease_until, done) in acks {
+                    let receipt = retry(&on_contact, Some(lease_until), || single(&client, &report)).await;
                     log_refusal(report.id(), &receipt);
                     let _ = done.send(receipt);
                 }
@@ -214,9 +221,11 @@ async fn single(client: &Client, report: &Report) -> Result<String, ClientError>
 }
 
 /// Calls `op` until the server answers: network errors and 5xx are retried with backoff
-/// (100 ms doubling to 5 s, with jitter); any other answer, including a refusal, is final.
+/// (100 ms doubling to 5 s, with jitter) until `give_up_at`, if given; any other answer,
+/// including a refusal, is final. Giving up is a refusal without a problem code.
 pub(super) async fn retry<T, Fut>(
     on_contact: &(impl Fn(bool) + ?Sized),
+    give_up_at: Option<Instant>,
     mut op: impl FnMut() -> Fut,
 ) -> Result<T, Refusal>
 where
@@ -235,8 +244,15 @@ where
             }
             Err(err) => {
                 on_contact(false);
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "cannot reach the server; retrying");
-                tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                let pause = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
+                if give_up_at.is_some_and(|at| Instant::now() + pause >= at) {
+                    tracing::warn!(error = %err, "cannot reach the server, and the lease has run out; giving up");
+                    return Err(Refusal::from(
+                        "the server could not be reached before the lease ran out; it will hand the job out again",
+                    ));
+                }
+                tracing::warn!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot reach the server; retrying");
+                tokio::time::sleep(pause).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

@@ -132,7 +132,7 @@ impl Worker {
             let status = Arc::clone(&status);
             move |reached: bool| status.contact(reached)
         };
-        let (reporter, reporter_task) = Reporter::start(client.clone(), contact.clone());
+        let (reporter, mut reporter_task) = Reporter::start(client.clone(), contact.clone());
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let stop_all = CancellationToken::new();
         let mut jobs = JoinSet::new();
@@ -220,11 +220,19 @@ impl Worker {
         };
         status.set(2);
         stop_all.cancel();
-        if !finished {
-            drained.await;
+        // Stopped handlers release their leases; a server that cannot be reached gets a
+        // second, then their leases run out on the server instead.
+        let stop_by = tokio::time::Instant::now() + STOP_WAIT;
+        if !finished && tokio::time::timeout_at(stop_by, &mut drained).await.is_err() {
+            tracing::warn!(
+                running = status.running.load(Ordering::Acquire),
+                "could not release every lease in time; the server hands those jobs out again when their leases run out"
+            );
         }
         drop(reporter);
-        let _ = reporter_task.await;
+        if tokio::time::timeout_at(stop_by, &mut reporter_task).await.is_err() {
+            reporter_task.abort();
+        }
         status.set(3);
         if let Some(health) = health {
             health.abort();
@@ -251,6 +259,9 @@ struct Attempt {
     stop_all: CancellationToken,
 }
 
+/// How long a stopping worker waits for its releases to reach the server.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
 /// Least time between two heartbeats sent for progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -259,9 +270,7 @@ impl Attempt {
         // A lease that ran out before its attempt could start (this worker was paused, say)
         // belongs to nobody now: the server will hand the job out again, so running it here
         // would only duplicate the work.
-        let lease_left = crate::core::Timestamp::parse_rfc3339(&job.lease_expires_at)
-            .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
-            .unwrap_or(30_000);
+        let lease_left = lease_left_ms(&job.lease_expires_at);
         if lease_left == 0 {
             tracing::warn!("the lease ran out before the attempt could start; leaving the job to its next lease");
             return;
@@ -286,6 +295,8 @@ impl Attempt {
         };
         // Heartbeat at a third of the lease, so two can be lost before it runs out.
         let beat_every = Duration::from_millis((lease_left / 3).clamp(50, 10_000));
+        // Until when an outcome is worth reporting: past it the server has the job back.
+        let mut lease_until = tokio::time::Instant::now() + Duration::from_millis(lease_left);
         let handler = Arc::clone(&self.handler);
         let run = handler.run(ctx.clone());
         tokio::pin!(run);
@@ -299,7 +310,9 @@ impl Attempt {
                 () = tokio::time::sleep_until(next_beat) => {
                     let progress = unsent_progress.then(|| progress_rx.borrow_and_update().clone()).flatten();
                     unsent_progress = false;
-                    self.beat(&ctx, progress).await;
+                    if let Some(until) = self.beat(&ctx, progress).await {
+                        lease_until = until;
+                    }
                     last_beat = tokio::time::Instant::now();
                     next_beat = last_beat + beat_every;
                 }
@@ -319,8 +332,11 @@ impl Attempt {
         // Progress reported just before the end still reaches watchers.
         if unsent_progress || progress_rx.has_changed().unwrap_or(false) {
             let progress = progress_rx.borrow_and_update().clone();
-            if progress.is_some() && ctx.stop_reason() != Some(StopReason::LeaseLost) {
-                self.beat(&ctx, progress).await;
+            if progress.is_some()
+                && ctx.stop_reason() != Some(StopReason::LeaseLost)
+                && let Some(until) = self.beat(&ctx, progress).await
+            {
+                lease_until = until;
             }
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -375,7 +391,7 @@ impl Attempt {
                 Report::Complete { id, lease_token, .. } => Some((id.clone(), lease_token.clone())),
                 _ => None,
             };
-            match self.reporter.send(report).await {
+            match self.reporter.send(report, lease_until).await {
                 Ok(state) => tracing::info!(elapsed_ms, state = %state, "attempt {kind}"),
                 Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
                     // The server will not store this result (too large, say); the lease is
@@ -384,7 +400,7 @@ impl Attempt {
                     let (id, lease_token) = fallback.unwrap_or_default();
                     let error = format!("the result could not be stored: {}", refusal.detail);
                     let failed = Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None };
-                    match self.reporter.send(failed).await {
+                    match self.reporter.send(failed, lease_until).await {
                         Ok(state) => {
                             tracing::warn!(elapsed_ms, state = %state, "result too large; attempt failed for good")
                         }
@@ -402,26 +418,47 @@ impl Attempt {
     }
 
     /// Extends the lease, carrying `progress`; learns of cancellation and of a lost lease.
-    async fn beat(&self, ctx: &JobContext, progress: Option<crate::api::Json>) {
+    /// Returns the lease's new end when the server extended it.
+    async fn beat(&self, ctx: &JobContext, progress: Option<crate::api::Json>) -> Option<tokio::time::Instant> {
         let request = HeartbeatRequest { lease_token: ctx.lease_token.clone(), extend_ms: None, progress };
         let contact = |reached: bool| self.status.contact(reached);
         // One quick retry only: the next beat is a third of a lease away.
-        let answer =
-            tokio::time::timeout(Duration::from_secs(5), retry(&contact, || self.client.heartbeat(&ctx.id, &request)))
-                .await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            retry(&contact, None, || self.client.heartbeat(&ctx.id, &request)),
+        )
+        .await;
         match answer {
-            Ok(Ok(beat)) if beat.cancel_requested => {
-                tracing::info!("the job was canceled; stopping it");
-                ctx.stop_with(StopReason::Canceled);
+            Ok(Ok(beat)) => {
+                if beat.cancel_requested {
+                    tracing::info!("the job was canceled; stopping it");
+                    ctx.stop_with(StopReason::Canceled);
+                }
+                Some(lease_end(&beat.lease_expires_at))
             }
-            Ok(Ok(_)) => {}
             Ok(Err(why)) => {
                 tracing::warn!(reason = %why, "heartbeat refused: the lease is gone; stopping the attempt");
                 ctx.stop_with(StopReason::LeaseLost);
+                None
             }
-            Err(_) => tracing::warn!("heartbeat timed out; will try again"),
+            Err(_) => {
+                tracing::warn!("heartbeat timed out; will try again");
+                None
+            }
         }
     }
+}
+
+/// Milliseconds left of a lease ending at `expires_at` (server time; 30 s if unreadable).
+fn lease_left_ms(expires_at: &str) -> u64 {
+    crate::core::Timestamp::parse_rfc3339(expires_at)
+        .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
+        .unwrap_or(30_000)
+}
+
+/// When a lease ending at `expires_at` (server time) ends on this worker's monotonic clock.
+fn lease_end(expires_at: &str) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(lease_left_ms(expires_at))
 }
 
 /// True when the server refused a report for what it carried, not because the lease is gone.

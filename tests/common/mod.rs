@@ -369,6 +369,21 @@ impl Drop for TestWorker {
 }
 
 impl TestServer {
+    /// Waits (up to 30 s) until `GET /v1/workers` lists at least `n` workers: their long
+    /// polls have reached the store.
+    pub async fn wait_workers(&self, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, list) = self.get("/v1/workers").await;
+            let seen = list["workers"].as_array().map_or(0, Vec::len);
+            if seen >= n {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "only {seen} of {n} workers ever asked for work");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits (up to 60 s) until job `id` reaches a terminal state, following its event stream;
     /// returns the job.
     pub async fn wait_done(&self, id: &str) -> Value {
