@@ -236,11 +236,14 @@ async fn workers_reconnect_after_a_server_restart_and_the_queue_drains() {
     let mut server = TestServer::start().await;
     let dir = dir();
     script(dir.path(), "ok.sh", "#!/bin/sh\nexit 0\n");
-    let _worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--concurrency", "4", "--exec", "./ok.sh"]);
+    let worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--concurrency", "4", "--exec", "./ok.sh"]);
     let mut ids = Vec::new();
     for _ in 0..10 {
         ids.push(server.enqueue("q", json!({"kind": "k"})).await);
     }
+    // A real outage: the worker notices it and backs off, then finds the server again.
+    server.kill9();
+    wait_until("the worker noticed the outage", || worker.log_text().contains("cannot reach the server")).await;
     server.restart();
     for _ in 0..10 {
         ids.push(server.enqueue("q", json!({"kind": "k"})).await);
@@ -254,7 +257,7 @@ async fn workers_reconnect_after_a_server_restart_and_the_queue_drains() {
 async fn misbehaving_handlers_get_clear_errors_and_the_worker_carries_on() {
     let server = TestServer::start().await;
     let dir = dir();
-    server.put("/v1/queues/q", json!({"max_attempts": 1})).await;
+    server.put("/v1/queues/q", json!({"max_attempts": 2, "backoff_base_ms": 0, "backoff_cap_ms": 0})).await;
     let big = dir.path().join("big.json");
     std::fs::write(&big, format!("\"{}\"", "x".repeat(1024 * 1024))).unwrap();
     script(
@@ -280,7 +283,7 @@ esac
     let stderr = server.enqueue("q", json!({"kind": "k", "payload": "stderr"})).await;
     assert_eq!(server.wait_done(&garbage).await["state"], "succeeded", "garbage on stdout is only logged");
     let job = server.wait_done(&huge).await;
-    assert_eq!(job["state"], "dead");
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("dead"), Some(1)), "failed for good: {job}");
     let message = job["errors"][0]["message"].as_str().unwrap();
     assert!(
         message.starts_with("the result could not be stored") && message.contains("limit"),
@@ -291,6 +294,7 @@ esac
     let forked: u32 = std::fs::read_to_string(dir.path().join("forked.pid")).unwrap().trim().parse().unwrap();
     assert!(!alive(forked), "children left behind are killed with the handler's group");
     let job = server.wait_done(&stderr).await;
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("dead"), Some(2)), "exit 1 retries: {job}");
     let message = job["errors"][0]["message"].as_str().unwrap();
     assert!(
         message.starts_with("exit code 1: ") && message.ends_with("the real cause"),
@@ -394,6 +398,13 @@ async fn an_http_endpoint_handler_maps_statuses_to_outcomes() {
                     match kind.as_str() {
                         "ok" => (StatusCode::OK, HeaderMap::new(), format!(r#"{{"echo":{body},"attempt":{attempt}}}"#)),
                         "bad" => (StatusCode::UNPROCESSABLE_ENTITY, HeaderMap::new(), "bad payload".to_owned()),
+                        "gone" => (StatusCode::GONE, HeaderMap::new(), "no such document".to_owned()),
+                        // The first attempt outlasts the job's timeout; the second answers.
+                        "slow" if attempt == "1" => {
+                            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                            (StatusCode::OK, HeaderMap::new(), "too late".to_owned())
+                        }
+                        "slow" => (StatusCode::OK, HeaderMap::new(), "in time".to_owned()),
                         _ if calls.fetch_add(1, Ordering::SeqCst) == 0 => {
                             let mut headers = HeaderMap::new();
                             headers.insert("retry-after", "0".parse().unwrap());
@@ -411,10 +422,12 @@ async fn an_http_endpoint_handler_maps_statuses_to_outcomes() {
 
     let server = TestServer::start().await;
     let dir = dir();
-    let _worker = TestWorker::start(&server, dir.path(), &["--queue", "web", "--concurrency", "3", "--http", &url]);
+    let _worker = TestWorker::start(&server, dir.path(), &["--queue", "web", "--concurrency", "5", "--http", &url]);
     let ok = server.enqueue("web", json!({"kind": "ok", "payload": {"n": 1}})).await;
     let bad = server.enqueue("web", json!({"kind": "bad"})).await;
     let flaky = server.enqueue("web", json!({"kind": "flaky"})).await;
+    let gone = server.enqueue("web", json!({"kind": "gone"})).await;
+    let slow = server.enqueue("web", json!({"kind": "slow", "timeout_ms": 300})).await;
     let job = server.wait_done(&ok).await;
     assert_eq!((job["state"].as_str(), &job["result"]), (Some("succeeded"), &json!({"echo": {"n": 1}, "attempt": 1})));
     let job = server.wait_done(&bad).await;
@@ -424,6 +437,12 @@ async fn an_http_endpoint_handler_maps_statuses_to_outcomes() {
     assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("succeeded"), Some(2)));
     assert_eq!(job["errors"][0]["message"], "HTTP 503: warming up");
     assert_eq!(job["result"], "plain text");
+    let job = server.wait_done(&gone).await;
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("dead"), Some(1)), "410 fails for good");
+    let job = server.wait_done(&slow).await;
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("succeeded"), Some(2)), "{job}");
+    assert!(job["errors"][0]["message"].as_str().unwrap().starts_with("timed out after 300ms"), "{job}");
+    assert_eq!(job["result"], "in time");
 }
 
 #[tokio::test]
@@ -436,7 +455,7 @@ async fn rust_handlers_run_by_kind_with_typed_payloads() {
     }
 
     let server = TestServer::start().await;
-    server.put("/v1/queues/rust", json!({"max_attempts": 2})).await;
+    server.put("/v1/queues/rust", json!({"max_attempts": 2, "lease_ms": 600})).await;
     let handlers = Handlers::new()
         .on("render", |job: JobContext, render: Render| async move {
             job.progress(&json!({"stage": "rendering"}));
@@ -445,7 +464,12 @@ async fn rust_handlers_run_by_kind_with_typed_payloads() {
             }
             Ok::<_, HandlerError>(json!({"doc": render.doc, "pages": 3}))
         })
-        .on("refuse", |_job: JobContext, _: Value| async move { Err::<(), _>(HandlerError::permanent("not today")) });
+        .on("refuse", |_job: JobContext, _: Value| async move { Err::<(), _>(HandlerError::permanent("not today")) })
+        // Works until told to stop: the cancellation token fires on the heartbeat after a cancel.
+        .on("wait", |job: JobContext, _: Value| async move {
+            job.cancelled().await;
+            Err::<(), _>(HandlerError::retry("stopped on request"))
+        });
     let mut config = WorkerConfig::new(&server.base, vec!["rust".into()]);
     config.concurrency = 4;
     config.poll_wait = Duration::from_secs(1);
@@ -456,6 +480,7 @@ async fn rust_handlers_run_by_kind_with_typed_payloads() {
     let mismatched = server.enqueue("rust", json!({"kind": "render", "payload": {"doc": "one"}})).await;
     let refused = server.enqueue("rust", json!({"kind": "refuse"})).await;
     let unknown = server.enqueue("rust", json!({"kind": "nobody"})).await;
+    let waiting = server.enqueue("rust", json!({"kind": "wait"})).await;
     let job = server.wait_done(&ok).await;
     assert_eq!((job["state"].as_str(), &job["result"]), (Some("succeeded"), &json!({"doc": 1, "pages": 3})));
     assert_eq!(job["progress"], json!({"stage": "rendering"}));
@@ -468,6 +493,11 @@ async fn rust_handlers_run_by_kind_with_typed_payloads() {
     assert_eq!(server.wait_done(&refused).await["errors"][0]["message"], "not today");
     let job = server.wait_done(&unknown).await;
     assert_eq!(job["errors"][0]["message"], "this worker has no handler for kind \"nobody\"");
+    server.wait_state(&waiting, "running").await;
+    let (status, _) = server.post_raw(&format!("/v1/jobs/{waiting}/cancel"), "").await;
+    assert_eq!(status, 200);
+    let job = server.wait_done(&waiting).await;
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("canceled"), Some(1)), "{job}");
     shutdown.drain.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker).await.unwrap().unwrap().unwrap();
 }
