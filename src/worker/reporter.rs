@@ -10,9 +10,8 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::api::{AckComplete, AckFail, AckRequest, Json};
 use crate::client::{Client, ClientError};
