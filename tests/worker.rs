@@ -39,15 +39,17 @@ subprocess.run(["wharf", "result", json.dumps({"doc": job["doc"], "queue": os.en
     }
     assert_eq!(server.get(&format!("/v1/jobs/{py}")).await.1["result"], json!({"doc": 42, "queue": "py"}));
     assert_eq!(server.get(&format!("/v1/jobs/{sh}")).await.1["result"], json!({"kind": "report"}));
-    // The stream, replayed from after creation, shows the progress the handlers reported.
-    let mut stream = SseReader::open(&server, &format!("/v1/jobs/{py}/events"), Some("1")).await;
-    let mut progress = Vec::new();
-    while let Some(event) = stream.next().await {
-        if event.event == "progress" {
-            progress.push(event.data["progress"].clone());
+    // The streams, replayed from after creation, show the progress the handlers reported.
+    for (id, expected) in [(&py, json!({"percent": 50.0, "stage": "embedding"})), (&sh, json!({"step": "shell"}))] {
+        let mut stream = SseReader::open(&server, &format!("/v1/jobs/{id}/events"), Some("1")).await;
+        let mut progress = Vec::new();
+        while let Some(event) = stream.next().await {
+            if event.event == "progress" {
+                progress.push(event.data["progress"].clone());
+            }
         }
+        assert_eq!(progress, vec![expected], "job {id}");
     }
-    assert_eq!(progress, vec![json!({"percent": 50.0, "stage": "embedding"})]);
 }
 
 #[tokio::test]
