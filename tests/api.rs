@@ -258,16 +258,8 @@ async fn a_long_poll_answers_the_moment_a_job_arrives() {
             http.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap()
         })
     };
-    // The lease is parked once the server counts its worker as connected.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if metrics.contains("wharf_workers_connected 1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the long poll never parked");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // The lease is parked once the server lists its worker.
+    server.wait_workers(1).await;
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     let answer = waiting.await.unwrap();
     assert_eq!(answer["jobs"][0]["id"].as_str(), Some(id.as_str()));

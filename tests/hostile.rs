@@ -125,11 +125,7 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
 
     // Real work still flows: a job reaches one of the parked long polls.
     let id = server.enqueue("flood", json!({"kind": "k"})).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.state(&id).await != "running" {
-        assert!(Instant::now() < deadline, "no parked long poll took the job");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_state(&id, "running").await;
     let (status, _) = server.post("/v1/queues/q/jobs", json!({"kind": "k"})).await;
     assert_eq!(status, 201);
     drop((idle, streams, polls));

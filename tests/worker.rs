@@ -540,11 +540,7 @@ async fn issue_4_a_worker_resumed_after_its_lease_ran_out_does_not_start_it() {
     script(dir.path(), "record.sh", "#!/bin/sh\necho \"$WHARF_ATTEMPT\" >> attempts.txt\n");
     let worker = TestWorker::start(&server, dir.path(), &["--queue", "q", "--exec", "exec ./record.sh"]);
     // The worker is long-polling; pause it, and give its parked request a job.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.get("/v1/workers").await.1["workers"].as_array().is_none_or(Vec::is_empty) {
-        assert!(Instant::now() < deadline, "the worker never asked for work");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_workers(1).await;
     worker.signal("STOP");
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     server.wait_state(&id, "running").await;

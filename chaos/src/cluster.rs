@@ -131,20 +131,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker of queue `queue` running the recording handler.
+    /// Starts a worker of queue `queue` running the recording handler, with extra environment
+    /// for the handlers (`CHAOS_SLEEP`).
     pub fn start(
-        wharf: &Path,
-        dir: &Path,
-        server: &str,
-        queue: &str,
-        concurrency: usize,
-        n: usize,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(wharf, dir, server, queue, concurrency, n, &[])
-    }
-
-    /// Like [`Worker::start`], with extra environment for the handlers (`CHAOS_SLEEP`).
-    pub fn start_with(
         wharf: &Path,
         dir: &Path,
         server: &str,

@@ -76,7 +76,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
     let mut workers = Vec::new();
     let mut worker_logs = Vec::new();
     for _ in 0..config.workers {
-        let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned)?;
+        let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
         worker_logs.push((w.log.clone(), w.pid));
         workers.push(w);
         spawned += 1;
@@ -110,7 +110,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
                 let i = rng.usize(..workers.len());
                 let pid = workers[i].pid;
                 workers[i].kill9().await;
-                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned)?;
+                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
                 spawned += 1;
                 worker_logs.push((w.log.clone(), w.pid));
                 workers[i] = w;
@@ -128,7 +128,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
                 let pid = workers[i].pid;
                 workers[i].signal(Signal::SIGTERM);
                 let _ = workers[i].wait(Duration::from_secs(10)).await;
-                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned)?;
+                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
                 spawned += 1;
                 worker_logs.push((w.log.clone(), w.pid));
                 workers[i] = w;
@@ -147,11 +147,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
     let drained = drain(&http, &server.base, Duration::from_secs(120)).await?;
     let drain_ms = drained.then(|| now_ms() - last_fault);
     let enqueues = std::mem::take(&mut *enqueues.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut jobs = HashMap::new();
-    for id in enqueues.iter().filter_map(|e| e.id.as_ref()) {
-        let job: Value = http.get(format!("{}/v1/jobs/{id}", server.base)).send().await?.json().await?;
-        jobs.insert(id.clone(), final_job(&job));
-    }
+    let jobs = final_jobs(&http, &server.base, &enqueues).await?;
     let listed = list_all(&http, &server.base).await?;
 
     for w in &workers {
@@ -243,6 +239,20 @@ async fn drain(http: &reqwest::Client, base: &str, limit: Duration) -> anyhow::R
     Ok(false)
 }
 
+/// The final state of every acknowledged job, by id.
+async fn final_jobs(
+    http: &reqwest::Client,
+    base: &str,
+    enqueues: &[Enqueue],
+) -> anyhow::Result<HashMap<String, FinalJob>> {
+    let mut jobs = HashMap::new();
+    for id in enqueues.iter().filter_map(|e| e.id.as_ref()) {
+        let job: Value = http.get(format!("{base}/v1/jobs/{id}")).send().await?.json().await?;
+        jobs.insert(id.clone(), final_job(&job));
+    }
+    Ok(jobs)
+}
+
 fn final_job(job: &Value) -> FinalJob {
     FinalJob {
         state: job["state"].as_str().unwrap_or("missing").to_owned(),
@@ -306,12 +316,12 @@ pub async fn stale_worker(
         .await?;
     let id = answer["id"].as_str().context("no job id")?.to_owned();
     let executions = dir.join("executions.log");
-    let mut a = Worker::start_with(wharf, dir, &server.base, QUEUE, 1, 0, &[("CHAOS_SLEEP", "2")])?;
+    let mut a = Worker::start(wharf, dir, &server.base, QUEUE, 1, 0, &[("CHAOS_SLEEP", "2")])?;
     wait_for(|| read_executions(&executions).map(|e| !e.is_empty()).unwrap_or(false)).await?;
     let paused_at = now_ms();
     a.signal(Signal::SIGSTOP);
     tokio::time::sleep(Duration::from_millis(lease_ms + 300)).await;
-    let mut b = Worker::start_with(wharf, dir, &server.base, QUEUE, 1, 1, &[("CHAOS_SLEEP", "3")])?;
+    let mut b = Worker::start(wharf, dir, &server.base, QUEUE, 1, 1, &[("CHAOS_SLEEP", "3")])?;
     wait_for(|| read_executions(&executions).map(|e| e.len() >= 2).unwrap_or(false)).await?;
     a.signal(Signal::SIGCONT);
     let resumed_at = now_ms();
@@ -377,13 +387,9 @@ pub async fn crash_after_acknowledgements(
     server.crash_and_restart_with(Vec::new()).await?;
     let fault = Fault { kind: FaultKind::ServerCrash, at_ms: crashed_at, until_ms: now_ms(), worker_pid: None };
     let executions = dir.join("executions.log");
-    let mut worker = Worker::start_with(wharf, dir, &server.base, QUEUE, 4, 0, &[("CHAOS_SLEEP", "0")])?;
+    let mut worker = Worker::start(wharf, dir, &server.base, QUEUE, 4, 0, &[("CHAOS_SLEEP", "0")])?;
     let drained = drain(&http, &server.base, Duration::from_secs(60)).await?;
-    let mut jobs = HashMap::new();
-    for id in enqueues.iter().filter_map(|e| e.id.as_ref()) {
-        let job: Value = http.get(format!("{}/v1/jobs/{id}", server.base)).send().await?.json().await?;
-        jobs.insert(id.clone(), final_job(&job));
-    }
+    let jobs = final_jobs(&http, &server.base, &enqueues).await?;
     let listed = list_all(&http, &server.base).await?;
     worker.signal(Signal::SIGTERM);
     let _ = worker.wait(Duration::from_secs(10)).await;

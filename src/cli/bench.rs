@@ -317,6 +317,29 @@ async fn batch(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> a
     Ok(row(Measure::Batch, format!("{} per request, 4 in flight", args.batch), args.batch_jobs, elapsed, &hist))
 }
 
+/// A lease request of up to `max` jobs from `queue`, waiting at most 100 ms.
+fn noop_lease(worker_id: String, queue: String, max: i64) -> LeaseRequest {
+    LeaseRequest { worker_id, queues: vec![queue], max: Some(max), wait_ms: Some(100), lease_ms: None, host: None }
+}
+
+/// One round of a no-op worker: lease, then acknowledge every job leased as done in one
+/// `/v1/ack`. Returns how many completions the server took, or `None` when nothing was leased.
+async fn lease_and_ack(conn: &mut Connection, lease: &LeaseRequest) -> anyhow::Result<Option<u64>> {
+    let jobs = conn.post::<_, LeaseResponse>("/v1/lease", lease).await?.jobs;
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let ack = AckRequest {
+        complete: jobs
+            .into_iter()
+            .map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None })
+            .collect(),
+        fail: Vec::new(),
+    };
+    let acked: AckResponse = conn.post("/v1/ack", &ack).await?;
+    Ok(Some(acked.complete.iter().filter(|item| item.state.is_some()).count() as u64))
+}
+
 async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
     let loading = bar(args.e2e_jobs, "load", quiet);
     enqueue_batches(client, queue, args.e2e_jobs, 1_000, 4, &loading).await?;
@@ -333,30 +356,10 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&base).await?;
             let mut hist = histogram();
-            let worker_id = format!("bench-{w}");
+            let lease = noop_lease(format!("bench-{w}"), queue, max);
             while done.load(Ordering::Relaxed) < total {
                 let sent = Instant::now();
-                let lease = LeaseRequest {
-                    worker_id: worker_id.clone(),
-                    queues: vec![queue.clone()],
-                    max: Some(max),
-                    wait_ms: Some(100),
-                    lease_ms: None,
-                    host: None,
-                };
-                let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
-                if jobs.is_empty() {
-                    continue;
-                }
-                let ack = AckRequest {
-                    complete: jobs
-                        .into_iter()
-                        .map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None })
-                        .collect(),
-                    fail: Vec::new(),
-                };
-                let acked: AckResponse = conn.post("/v1/ack", &ack).await?;
-                let n = acked.complete.iter().filter(|item| item.state.is_some()).count() as u64;
+                let Some(n) = lease_and_ack(&mut conn, &lease).await? else { continue };
                 let _ = hist.record(sent.elapsed().as_micros() as u64);
                 done.fetch_add(n, Ordering::Relaxed);
                 progress.inc(n);
@@ -588,28 +591,9 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
             (client.base().to_owned(), queue.to_owned(), Arc::clone(&done), progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Connection::open(&base).await?;
-            let lease = LeaseRequest {
-                worker_id: format!("soak-{w}"),
-                queues: vec![queue],
-                max: Some(100),
-                wait_ms: Some(100),
-                lease_ms: None,
-                host: None,
-            };
+            let lease = noop_lease(format!("soak-{w}"), queue, 100);
             while done.load(Ordering::Relaxed) < total {
-                let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
-                if jobs.is_empty() {
-                    continue;
-                }
-                let ack = AckRequest {
-                    complete: jobs
-                        .into_iter()
-                        .map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None })
-                        .collect(),
-                    fail: Vec::new(),
-                };
-                let acked: AckResponse = conn.post("/v1/ack", &ack).await?;
-                let n = acked.complete.iter().filter(|i| i.state.is_some()).count() as u64;
+                let Some(n) = lease_and_ack(&mut conn, &lease).await? else { continue };
                 done.fetch_add(n, Ordering::Relaxed);
                 progress.inc(n);
             }
