@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::api::{AckComplete, AckFail, AckRequest, Json};
@@ -70,6 +72,8 @@ type Queued = (Report, Instant, oneshot::Sender<Receipt>);
 #[derive(Clone, Debug)]
 pub(super) struct Reporter {
     tx: mpsc::Sender<Queued>,
+    /// When a stopping worker stops retrying unreachable servers, whatever the leases say.
+    give_up_by: Arc<watch::Sender<Option<Instant>>>,
 }
 
 impl Reporter {
@@ -79,8 +83,15 @@ impl Reporter {
         on_contact: impl Fn(bool) + Send + Sync + 'static,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(run(client, rx, on_contact));
-        (Reporter { tx }, task)
+        let (give_up_by, stopping) = watch::channel(None);
+        let task = tokio::spawn(run(client, rx, on_contact, stopping));
+        (Reporter { tx, give_up_by: Arc::new(give_up_by) }, task)
+    }
+
+    /// Stops retrying at `at`: reports still going through land, but none waits for a server
+    /// that cannot be reached past it.
+    pub(super) fn give_up_by(&self, at: Instant) {
+        self.give_up_by.send_replace(Some(at));
     }
 
     /// Queues a report; resolves once the server has answered it, or once `lease_until` has
@@ -94,7 +105,13 @@ impl Reporter {
     }
 }
 
-async fn run(client: Client, mut rx: mpsc::Receiver<Queued>, on_contact: impl Fn(bool) + Send + Sync) {
+async fn run(
+    client: Client,
+    mut rx: mpsc::Receiver<Queued>,
+    on_contact: impl Fn(bool) + Send + Sync,
+    stopping: watch::Receiver<Option<Instant>>,
+) {
+    let stopping = Some(&stopping);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -107,7 +124,7 @@ async fn run(client: Client, mut rx: mpsc::Receiver<Queued>, on_contact: impl Fn
         let (releases, acks): (Vec<_>, Vec<_>) =
             batch.drain(..).partition(|(r, _, _)| matches!(r, Report::Release { .. }));
         for (report, lease_until, done) in releases {
-            let receipt = retry(&on_contact, Some(lease_until), || single(&client, &report)).await;
+            let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report)).await;
             log_refusal(report.id(), &receipt);
             let _ = done.send(receipt);
         }
@@ -117,7 +134,7 @@ async fn run(client: Client, mut rx: mpsc::Receiver<Queued>, on_contact: impl Fn
         let request = ack_request(acks.iter().map(|(r, _, _)| r));
         // Worth sending while any of its leases lasts; the server refuses the expired items.
         let give_up_at = acks.iter().map(|(_, until, _)| *until).max();
-        match retry(&on_contact, give_up_at, || client.ack(&request)).await {
+        match retry(&on_contact, give_up_at, stopping, || client.ack(&request)).await {
             Ok(answer) => {
                 // `ack_request` puts completions first, then failures, each in arrival order.
                 let (completes, fails): (Vec<_>, Vec<_>) =
@@ -150,7 +167,7 @@ async fn run(client: Client, mut rx: mpsc::Receiver<Queued>, on_contact: impl Fn
                 // send each alone so the others still land.
                 tracing::debug!(reason = %refusal, "batched acknowledgement refused; sending items one by one");
                 for (report, lease_until, done) in acks {
-                    let receipt = retry(&on_contact, Some(lease_until), || single(&client, &report)).await;
+                    let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report)).await;
                     log_refusal(report.id(), &receipt);
                     let _ = done.send(receipt);
                 }
@@ -220,11 +237,13 @@ async fn single(client: &Client, report: &Report) -> Result<String, ClientError>
 }
 
 /// Calls `op` until the server answers: network errors and 5xx are retried with backoff
-/// (100 ms doubling to 5 s, with jitter) until `give_up_at`, if given; any other answer,
-/// including a refusal, is final. Giving up is a refusal without a problem code.
+/// (100 ms doubling to 5 s, with jitter) until `give_up_at` or the time `stopping` names,
+/// whichever comes first; any other answer, including a refusal, is final. Giving up is a
+/// refusal without a problem code.
 pub(super) async fn retry<T, Fut>(
     on_contact: &(impl Fn(bool) + ?Sized),
     give_up_at: Option<Instant>,
+    stopping: Option<&watch::Receiver<Option<Instant>>>,
     mut op: impl FnMut() -> Fut,
 ) -> Result<T, Refusal>
 where
@@ -244,14 +263,29 @@ where
             Err(err) => {
                 on_contact(false);
                 let pause = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
-                if give_up_at.is_some_and(|at| Instant::now() + pause >= at) {
-                    tracing::warn!(error = %err, "cannot reach the server, and the lease has run out; giving up");
+                let stop_at = stopping.and_then(|s| *s.borrow());
+                let until = match (give_up_at, stop_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if until.is_some_and(|at| Instant::now() + pause >= at) {
+                    tracing::warn!(error = %err, "cannot reach the server, and time is up; giving up");
                     return Err(Refusal::from(
-                        "the server could not be reached before the lease ran out; it will hand the job out again",
+                        "the server could not be reached in time; it will hand the job out again when the lease runs out",
                     ));
                 }
                 tracing::warn!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot reach the server; retrying");
-                tokio::time::sleep(pause).await;
+                match stopping {
+                    // A worker that starts stopping mid-pause rechecks its deadline at once.
+                    Some(stopping) => {
+                        let mut stopping = stopping.clone();
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            _ = stopping.changed() => {}
+                        }
+                    }
+                    None => tokio::time::sleep(pause).await,
+                }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }

@@ -60,6 +60,8 @@ impl Shutdown {
 pub(super) struct Status {
     state: AtomicU8,
     pub(super) running: AtomicUsize,
+    /// Leases a stopping worker could not give back.
+    unreleased: AtomicUsize,
     last_contact: Mutex<Option<Instant>>,
     server_reachable: std::sync::atomic::AtomicBool,
 }
@@ -72,6 +74,7 @@ impl Status {
         Status {
             state: AtomicU8::new(0),
             running: AtomicUsize::new(0),
+            unreleased: AtomicUsize::new(0),
             last_contact: Mutex::new(None),
             server_reachable: std::sync::atomic::AtomicBool::new(true),
         }
@@ -132,7 +135,7 @@ impl Worker {
             let status = Arc::clone(&status);
             move |reached: bool| status.contact(reached)
         };
-        let (reporter, mut reporter_task) = Reporter::start(client.clone(), contact.clone());
+        let (reporter, reporter_task) = Reporter::start(client.clone(), contact.clone());
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let stop_all = CancellationToken::new();
         let mut jobs = JoinSet::new();
@@ -220,19 +223,22 @@ impl Worker {
         };
         status.set(2);
         stop_all.cancel();
-        // Stopped handlers release their leases; a server that cannot be reached gets a
-        // second, then their leases run out on the server instead.
-        let stop_by = tokio::time::Instant::now() + STOP_WAIT;
-        if !finished && tokio::time::timeout_at(stop_by, &mut drained).await.is_err() {
+        // Stopped handlers release their leases. Reports that go through land however long
+        // they take; a server that cannot be reached gets a second, then the leases left
+        // run out on the server instead.
+        reporter.give_up_by(tokio::time::Instant::now() + STOP_WAIT);
+        if !finished {
+            drained.await;
+        }
+        let unreleased = status.unreleased.load(Ordering::Acquire);
+        if unreleased > 0 {
             tracing::warn!(
-                running = status.running.load(Ordering::Acquire),
+                unreleased,
                 "could not release every lease in time; the server hands those jobs out again when their leases run out"
             );
         }
         drop(reporter);
-        if tokio::time::timeout_at(stop_by, &mut reporter_task).await.is_err() {
-            reporter_task.abort();
-        }
+        let _ = reporter_task.await;
         status.set(3);
         if let Some(health) = health {
             health.abort();
@@ -259,7 +265,7 @@ struct Attempt {
     stop_all: CancellationToken,
 }
 
-/// How long a stopping worker waits for its releases to reach the server.
+/// How long a stopping worker keeps trying to reach a server that does not answer.
 const STOP_WAIT: Duration = Duration::from_secs(1);
 
 /// Least time between two heartbeats sent for progress.
@@ -410,6 +416,9 @@ impl Attempt {
                     }
                 }
                 Err(why) => {
+                    if kind == "released" {
+                        self.status.unreleased.fetch_add(1, Ordering::AcqRel);
+                    }
                     tracing::warn!(elapsed_ms, reason = %why, "attempt {kind}, but the server did not record it")
                 }
             }
@@ -423,11 +432,15 @@ impl Attempt {
         let request = HeartbeatRequest { lease_token: ctx.lease_token.clone(), extend_ms: None, progress };
         let contact = |reached: bool| self.status.contact(reached);
         // One quick retry only: the next beat is a third of a lease away.
-        let answer = tokio::time::timeout(
+        let beat = tokio::time::timeout(
             Duration::from_secs(5),
-            retry(&contact, None, || self.client.heartbeat(&ctx.id, &request)),
-        )
-        .await;
+            retry(&contact, None, None, || self.client.heartbeat(&ctx.id, &request)),
+        );
+        let answer = tokio::select! {
+            answer = beat => answer,
+            // A stopping worker does not hold its attempts up for a heartbeat.
+            () = self.stop_all.cancelled() => return None,
+        };
         match answer {
             Ok(Ok(beat)) => {
                 if beat.cancel_requested {
