@@ -15,6 +15,7 @@
 //! - [`client`]: a client of the public API; the CLI and bench use only it.
 //! - [`cli`]: the command line.
 //! - [`config`]: server configuration from flags, environment and file.
+//! - [`logging`]: log output (pretty or JSON lines on standard error).
 //!
 //! The core never imports a store or the HTTP layer; a store never imports the server; the
 //! client knows only the wire format.
@@ -27,6 +28,7 @@ pub mod core;
 pub mod events;
 pub mod failpoint;
 pub mod http;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod server;

@@ -20,6 +20,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(wharf::cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output went away (`wharf jobs q | head -1`): nothing is wrong.
+        Err(err) if wharf::cli::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -175,7 +175,11 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
     );
     let server = TestServer::start().await;
     server.enqueue("q", json!({"kind": "k"})).await;
+    // Schemathesis keeps a cache in `.schemathesis/` under its working directory: a temporary
+    // one, so a test run leaves the checkout as it found it.
+    let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new("python3")
+        .current_dir(scratch.path())
         .args([
             "-m",
             "schemathesis.cli",

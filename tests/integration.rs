@@ -10,6 +10,7 @@ mod chaos;
 mod cli;
 mod durability;
 mod examples;
+mod first_run;
 mod hostile;
 mod quickstart;
 mod soak;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{SseReader, TestServer, TestWorker, alive, script};
+use crate::common::{SseReader, TestServer, TestWorker, alive, script, wait_until};
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -555,14 +555,6 @@ async fn issue_4_a_worker_resumed_after_its_lease_ran_out_does_not_start_it() {
 }
 
 /// Waits (up to 30 s) until `condition` holds.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn heartbeats_keep_a_job_that_outlasts_its_lease() {
     let server = TestServer::start().await;

@@ -2,31 +2,37 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use futures_util::StreamExt as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::value::RawValue;
 
-use super::output::{self, cut, table, when};
-use super::{CancelArgs, ClientArgs, DeadArgs, EXIT_JOB_FAILED, EnqueueArgs, JobArgs, JobsArgs, QueueArg, RedriveArgs};
-use crate::api::{EnqueueRequest, JobEventView, JobListQuery, JobView};
+use super::output::{self, age, cut, table, when};
+use super::{
+    CancelArgs, ClientArgs, DeadArgs, EXIT_JOB_FAILED, EnqueueArgs, JobArgs, JobsArgs, QueueArg, QueueSetArgs,
+    RedriveArgs,
+};
+use crate::api::{EnqueueRequest, JobEventView, JobListQuery, JobView, QueuePolicyRequest, QueueView};
 use crate::client::Client;
 use crate::core::time::parse_duration;
+use crate::outln;
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&args.server)?)
 }
 
-/// The `--payload` value: inline JSON, `@FILE`, or `@-` for standard input.
+/// The `--payload` value: inline JSON, `@FILE`, or `-` (or `@-`) for standard input.
 fn read_payload(arg: &str) -> anyhow::Result<Box<RawValue>> {
-    let text = match arg.strip_prefix('@') {
-        Some("-") => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("--payload @-: cannot read standard input")?;
-            text
-        }
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--payload: cannot read {path}"))?,
-        None => arg.to_owned(),
+    let text = if arg == "-" || arg == "@-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("--payload -: cannot read standard input")?;
+        text
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("--payload: cannot read {path}"))?
+    } else {
+        arg.to_owned()
     };
     RawValue::from_string(text.trim().to_owned()).map_err(|e| anyhow!("--payload is not valid JSON: {e}"))
 }
@@ -57,15 +63,26 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<u8> {
     if args.client.json {
         output::json(&job)?;
     } else if args.quiet {
-        println!("{}", job.id);
+        outln!("{}", job.id)?;
     } else {
         let verb = if created { "enqueued" } else { "already enqueued (same idempotency key)" };
-        println!("{verb} {} on {} ({})", job.id, job.queue, job.state);
+        // A job waiting on a paused queue is `ready` but will not run: say so.
+        let paused = job.state == "ready" && client.queue(&job.queue).await.is_ok_and(|q| q.policy.paused);
+        if paused {
+            outln!(
+                "{verb} {} on {} (ready, but the queue is paused: `wharf queue resume {}` starts it)",
+                job.id,
+                job.queue,
+                job.queue
+            )?;
+        } else {
+            outln!("{verb} {} on {} ({})", job.id, job.queue, job.state)?;
+        }
     }
     Ok(0)
 }
 
-fn print_job(job: &JobView) {
+fn print_job(job: &JobView) -> std::io::Result<()> {
     let mut rows = vec![
         ("id", job.id.clone()),
         ("queue", job.queue.clone()),
@@ -88,40 +105,39 @@ fn print_job(job: &JobView) {
     if job.cancel_requested {
         rows.push(("cancel", "requested".to_owned()));
     }
-    rows.push(("payload", cut(job.payload.get(), 200)));
+    rows.push(("payload", job.payload.get().to_owned()));
     if let Some(progress) = &job.progress {
-        rows.push(("progress", cut(progress.get(), 200)));
+        rows.push(("progress", progress.get().to_owned()));
     }
     if let Some(result) = &job.result {
-        rows.push(("result", cut(result.get(), 200)));
+        rows.push(("result", result.get().to_owned()));
     }
     for e in &job.errors {
-        rows.push(("error", format!("attempt {} at {}: {}", e.attempt, when(&e.at), cut(&e.message, 160))));
+        rows.push(("error", format!("attempt {} at {}: {}", e.attempt, when(&e.at), e.message)));
     }
-    let mut t = output::table(&["", ""]);
-    t.set_header(Vec::<String>::new());
-    for (k, v) in rows {
-        t.add_row(vec![k.to_owned(), v]);
+    // One line per field, cut to the terminal's width (or 200 characters when piped).
+    let width = output::terminal_width().map_or(200, |w| w.saturating_sub(10).max(20));
+    for (key, value) in rows {
+        outln!("{key:<9} {}", cut(&value, width))?;
     }
-    println!("{t}");
+    Ok(())
 }
 
+/// A line for one change on a job's stream.
 fn describe(event: &JobEventView) -> String {
-    let mut line = format!("{}  {:<9}", when(&event.at), event.state);
-    if event.event == "progress" {
-        line = format!("{}  progress ", when(&event.at));
-    }
+    let mut line = if event.event == "progress" {
+        format!("{}  progress  {}", when(&event.at), event.progress.as_ref().map_or("", |p| p.get()))
+    } else {
+        format!("{}  {:<9}", when(&event.at), event.state)
+    };
     if event.state == "running" && event.event != "progress" {
         line.push_str(&format!(" attempt {}", event.attempt));
-    }
-    if let Some(p) = &event.progress {
-        line.push_str(&cut(p.get(), 200));
     }
     if let Some(r) = &event.result {
         line.push_str(&format!(" result {}", cut(r.get(), 200)));
     }
     if let Some(e) = &event.error {
-        line.push_str(&format!(" error: {}", cut(e, 160)));
+        line.push_str(&format!(" error: {}", cut(e, 200)));
     }
     if let (Some(at), "scheduled") = (&event.run_at, event.state.as_str()) {
         line.push_str(&format!(" (next attempt at {})", when(at)));
@@ -129,73 +145,189 @@ fn describe(event: &JobEventView) -> String {
     line
 }
 
+/// The lines for the `snapshot` that opens a job's stream: where the job stands now.
+fn describe_snapshot(job: &JobView, with_progress: bool) -> Vec<String> {
+    let mut lines =
+        vec![format!("{}  {:<9} {} {} attempt {}", when(&job.created_at), job.state, job.kind, job.id, job.attempt)];
+    if let (Some(p), true) = (&job.progress, with_progress) {
+        lines.push(format!("          progress  {}", cut(p.get(), 200)));
+    }
+    if let Some(r) = &job.result {
+        lines.push(format!("          result    {}", cut(r.get(), 200)));
+    }
+    // A job that already failed for good shows why.
+    if matches!(job.state.as_str(), "dead" | "canceled")
+        && let Some(e) = job.errors.last()
+    {
+        lines.push(format!("          error     attempt {}: {}", e.attempt, cut(&e.message, 200)));
+    }
+    lines
+}
+
+fn is_terminal_state(state: &str) -> bool {
+    matches!(state, "succeeded" | "dead" | "canceled")
+}
+
 pub async fn job(args: JobArgs) -> anyhow::Result<u8> {
     let client = client(&args.client)?;
-    if !args.follow {
-        let job = client.job(&args.id).await?;
-        if args.client.json {
-            output::json(&job)?
-        } else {
-            print_job(&job)
-        }
-        return Ok(0);
+    if args.follow {
+        let reconnect_for = parse_duration(&args.reconnect_for).map_err(|e| anyhow!("--reconnect-for: {e}"))?;
+        return follow(&client, &args.id, args.client.json, reconnect_for).await;
     }
-    // Follow: print each change; reconnect with the last event id if the stream drops.
+    let job = client.job(&args.id).await?;
+    if args.client.json {
+        output::json(&job)?
+    } else {
+        print_job(&job)?
+    }
+    Ok(0)
+}
+
+/// `wharf job ID --follow`: prints each change until the job ends, reconnecting with the last
+/// event id when the stream drops, for up to `reconnect_for` without an answer.
+async fn follow(client: &Client, id: &str, json: bool, reconnect_for: Duration) -> anyhow::Result<u8> {
+    let mut view = FollowView::new(json);
     let mut last_id: Option<String> = None;
     let mut state = String::new();
-    let mut failures = 0;
+    let mut lost_since: Option<Instant> = None;
+    let mut delay = Duration::from_millis(100);
     loop {
-        let mut stream = match client.job_events(&args.id, last_id.as_deref()).await {
-            Ok(stream) => stream,
-            Err(err) if err.code().is_none() && failures < 10 => {
-                failures += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(200 * failures)).await;
-                continue;
-            }
-            Err(err) => return Err(err.into()),
-        };
-        while let Some(item) = stream.next().await {
-            let Ok(event) = item else { break };
-            failures = 0;
-            last_id = Some(event.id.clone());
-            if args.client.json {
-                println!("{}", event.data);
-            }
-            if event.event == "snapshot" {
-                let job: JobView = serde_json::from_str(&event.data).context("unreadable snapshot event")?;
-                if !args.client.json {
-                    println!(
-                        "{}  {:<9} {} {} attempt {}",
-                        when(&job.created_at),
-                        job.state,
-                        job.kind,
-                        job.id,
-                        job.attempt
-                    );
-                    if let Some(p) = &job.progress {
-                        println!("          progress  {}", cut(p.get(), 200));
-                    }
-                    if let Some(r) = &job.result {
-                        println!("          result    {}", cut(r.get(), 200));
-                    }
+        match client.job_events(id, last_id.as_deref()).await {
+            Ok(mut stream) => {
+                if lost_since.take().is_some() {
+                    eprintln!("reconnected");
+                    delay = Duration::from_millis(100);
                 }
-                state = job.state;
-            } else {
-                let change: JobEventView = serde_json::from_str(&event.data).context("unreadable event")?;
-                if !args.client.json {
-                    println!("{}", describe(&change));
+                while let Some(Ok(event)) = stream.next().await {
+                    last_id = Some(event.id.clone());
+                    state = view.show(&event.event, &event.data)?;
                 }
-                state = change.state;
             }
+            // The server answered and refused (an unknown job, say): reconnecting won't help.
+            Err(err) if err.code().is_some() => return Err(err.into()),
+            Err(_) => {}
         }
-        if matches!(state.as_str(), "succeeded" | "dead" | "canceled") {
+        if is_terminal_state(&state) {
+            view.finish();
             return Ok(if state == "succeeded" { 0 } else { EXIT_JOB_FAILED });
         }
-        failures += 1;
-        if failures > 10 {
-            bail!("lost the progress stream of job {} and could not reconnect", args.id);
+        // The stream ended before the job did: the server went away or restarted.
+        let since = *lost_since.get_or_insert_with(|| {
+            view.suspend();
+            eprintln!(
+                "lost the connection to {}; reconnecting (for up to {})",
+                client.base(),
+                humantime::format_duration(reconnect_for)
+            );
+            Instant::now()
+        });
+        if since.elapsed() >= reconnect_for {
+            bail!(
+                "could not reach the server at {} for {}; job {id} was {}: `wharf job {id}` shows it once the server is back",
+                client.base(),
+                humantime::format_duration(reconnect_for),
+                if state.is_empty() { "in an unknown state" } else { &state },
+            );
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200 * failures)).await;
+        tokio::time::sleep(delay.min(reconnect_for.saturating_sub(since.elapsed()))).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How `--follow` shows a job: one line per event (piped, or `--json`), or on a terminal a
+/// progress bar (percent and stage) with the state changes printed above it.
+struct FollowView {
+    json: bool,
+    terminal: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl FollowView {
+    fn new(json: bool) -> Self {
+        FollowView { json, terminal: !json && output::is_terminal(), bar: None }
+    }
+
+    /// Shows one event; returns the job's state after it.
+    fn show(&mut self, event: &str, data: &str) -> anyhow::Result<String> {
+        if self.json {
+            outln!("{data}")?;
+        }
+        if event == "snapshot" {
+            let job: JobView = serde_json::from_str(data).context("unreadable snapshot event")?;
+            if !self.json {
+                let bar = job.state == "running" && self.terminal;
+                for line in describe_snapshot(&job, !bar) {
+                    self.line(&line)?;
+                }
+                if let (true, Some(progress)) = (bar, &job.progress) {
+                    self.progress(progress);
+                }
+            }
+            return Ok(job.state);
+        }
+        let change: JobEventView = serde_json::from_str(data).context("unreadable event")?;
+        if self.json {
+            return Ok(change.state);
+        }
+        match (&change.progress, self.terminal) {
+            (Some(progress), true) if change.event == "progress" => self.progress(progress),
+            _ => {
+                if change.event != "progress" {
+                    // A new attempt or an ending: the bar of the last attempt is done with.
+                    self.suspend();
+                }
+                self.line(&describe(&change))?;
+            }
+        }
+        Ok(change.state)
+    }
+
+    fn line(&self, text: &str) -> std::io::Result<()> {
+        match &self.bar {
+            Some(bar) => {
+                bar.println(text);
+                Ok(())
+            }
+            None => outln!("{text}"),
+        }
+    }
+
+    /// Moves the bar to the progress reported: `percent` (or `pct`) 0–100, and `stage` and
+    /// `message` as its text; other progress JSON shows as text.
+    fn progress(&mut self, progress: &RawValue) {
+        if !self.terminal {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stdout());
+            if let Ok(style) = ProgressStyle::with_template("          {bar:30} {pos:>3}%  {msg}") {
+                bar.set_style(style);
+            }
+            bar
+        });
+        let value: serde_json::Value = serde_json::from_str(progress.get()).unwrap_or_default();
+        let percent = ["percent", "pct"].iter().find_map(|k| value.get(k).and_then(serde_json::Value::as_f64));
+        let text: Vec<&str> =
+            ["stage", "message"].iter().filter_map(|k| value.get(k).and_then(serde_json::Value::as_str)).collect();
+        if !text.is_empty() {
+            bar.set_message(text.join(": "));
+        } else if percent.is_none() {
+            bar.set_message(cut(progress.get(), 60));
+        }
+        if let Some(percent) = percent {
+            bar.set_position(percent.clamp(0.0, 100.0) as u64);
+        }
+    }
+
+    /// Takes the bar off the screen.
+    fn suspend(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.suspend();
     }
 }
 
@@ -220,12 +352,12 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
         ]);
     }
     if page.jobs.is_empty() {
-        println!("no jobs");
+        outln!("no jobs")?;
     } else {
-        println!("{t}");
+        outln!("{t}")?;
     }
     if let Some(cursor) = page.next_cursor {
-        println!("more: --cursor {cursor}");
+        outln!("more: --cursor {cursor}")?;
     }
     Ok(0)
 }
@@ -238,7 +370,7 @@ pub async fn queues(args: ClientArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if list.queues.is_empty() {
-        println!("no queues yet (a queue is created by its first job)");
+        outln!("no queues yet (a queue is created by its first job)")?;
         return Ok(0);
     }
     let mut t =
@@ -254,10 +386,10 @@ pub async fn queues(args: ClientArgs) -> anyhow::Result<u8> {
             c.dead.to_string(),
             c.canceled.to_string(),
             if q.policy.paused { "yes".into() } else { "no".into() },
-            q.oldest_ready_at.as_deref().map(when).unwrap_or_default(),
+            q.oldest_ready_at.as_deref().map(age).unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}")?;
     Ok(0)
 }
 
@@ -269,7 +401,7 @@ pub async fn workers(args: ClientArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if list.workers.is_empty() {
-        println!("no workers connected");
+        outln!("no workers connected")?;
         return Ok(0);
     }
     let mut t = table(&["WORKER", "HOST", "QUEUES", "RUNNING", "LAST SEEN"]);
@@ -279,10 +411,10 @@ pub async fn workers(args: ClientArgs) -> anyhow::Result<u8> {
             w.host.clone().unwrap_or_default(),
             w.queues.join(","),
             w.running.to_string(),
-            when(&w.last_seen),
+            format!("{} ago", age(&w.last_seen)),
         ]);
     }
-    println!("{t}");
+    outln!("{t}")?;
     Ok(0)
 }
 
@@ -295,7 +427,7 @@ pub async fn dead(args: DeadArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if page.jobs.is_empty() {
-        println!("no dead jobs in {}", args.queue);
+        outln!("no dead jobs in {}", args.queue)?;
         return Ok(0);
     }
     let mut t = table(&["ID", "KIND", "ATTEMPTS", "DIED", "LAST ERROR"]);
@@ -309,8 +441,8 @@ pub async fn dead(args: DeadArgs) -> anyhow::Result<u8> {
             cut(&last_error.unwrap_or_default(), 60),
         ]);
     }
-    println!("{t}");
-    println!("redrive with: wharf redrive {}", args.queue);
+    outln!("{t}")?;
+    outln!("redrive with: wharf redrive {}", args.queue)?;
     Ok(0)
 }
 
@@ -321,12 +453,12 @@ pub async fn redrive(args: RedriveArgs) -> anyhow::Result<u8> {
     if args.client.json {
         output::json(&answer)?;
     } else {
-        println!(
+        outln!(
             "redrove {} dead job{} of {} back to ready",
             answer.redriven,
             if answer.redriven == 1 { "" } else { "s" },
             args.queue
-        );
+        )?;
     }
     Ok(0)
 }
@@ -337,9 +469,9 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
     if args.client.json {
         output::json(&answer)?;
     } else if answer.state == "canceled" {
-        println!("canceled {}", answer.id);
+        outln!("canceled {}", answer.id)?;
     } else {
-        println!("cancel requested for {} (running: its worker stops it at its next heartbeat)", answer.id);
+        outln!("cancel requested for {} (running: its worker stops it at its next heartbeat)", answer.id)?;
     }
     Ok(0)
 }
@@ -350,7 +482,79 @@ pub async fn pause(args: QueueArg, paused: bool) -> anyhow::Result<u8> {
     if args.client.json {
         output::json(&queue)?;
     } else {
-        println!("{} {}", if paused { "paused" } else { "resumed" }, queue.name);
+        outln!("{} {}", if paused { "paused" } else { "resumed" }, queue.name)?;
+    }
+    Ok(0)
+}
+
+/// Prints a queue: counts per state, then its policy.
+fn print_queue(q: &QueueView) -> std::io::Result<()> {
+    let c = &q.counts;
+    let p = &q.policy;
+    let ms = |ms: u64| humantime::format_duration(Duration::from_millis(ms)).to_string();
+    outln!("queue        {}{}", q.name, if p.paused { " (paused)" } else { "" })?;
+    outln!(
+        "jobs         {} ready, {} scheduled, {} running, {} succeeded, {} dead, {} canceled",
+        c.ready,
+        c.scheduled,
+        c.running,
+        c.succeeded,
+        c.dead,
+        c.canceled
+    )?;
+    if let Some(at) = &q.oldest_ready_at {
+        outln!("oldest ready {} ago", age(at))?;
+    }
+    outln!("lease        {}", ms(p.lease_ms))?;
+    outln!("max attempts {}", p.max_attempts)?;
+    outln!(
+        "backoff      base {}, factor {}, cap {} (full jitter)",
+        ms(p.backoff.base_ms),
+        p.backoff.factor,
+        ms(p.backoff.cap_ms)
+    )?;
+    outln!("retention    {}", ms(p.retention_ms))?;
+    outln!("concurrency  {}", p.concurrency.map_or("no limit".to_owned(), |n| n.to_string()))?;
+    outln!("rate         {}", p.rate.map_or("no limit".to_owned(), |r| format!("{r}/s")))?;
+    Ok(())
+}
+
+pub async fn queue_show(args: QueueArg) -> anyhow::Result<u8> {
+    let queue = client(&args.client)?.queue(&args.queue).await?;
+    if args.client.json {
+        output::json(&queue)?
+    } else {
+        print_queue(&queue)?
+    }
+    Ok(0)
+}
+
+/// `none` (no limit) or a number.
+fn limit<T: std::str::FromStr>(flag: &str, text: Option<&str>) -> anyhow::Result<Option<Option<T>>> {
+    match text.map(str::trim) {
+        None => Ok(None),
+        Some("none") => Ok(Some(None)),
+        Some(n) => n.parse().map(|n| Some(Some(n))).map_err(|_| anyhow!("{flag}: {n:?} is not a number or none")),
+    }
+}
+
+pub async fn queue_set(args: QueueSetArgs) -> anyhow::Result<u8> {
+    let request = QueuePolicyRequest {
+        lease_ms: millis("--lease", args.lease.as_deref())?,
+        max_attempts: args.max_attempts,
+        backoff_base_ms: millis("--backoff-base", args.backoff_base.as_deref())?,
+        backoff_factor: args.backoff_factor,
+        backoff_cap_ms: millis("--backoff-cap", args.backoff_cap.as_deref())?,
+        retention_ms: millis("--retention", args.retention.as_deref())?,
+        concurrency: limit("--concurrency", args.concurrency.as_deref())?,
+        rate: limit("--rate", args.rate.as_deref())?,
+        paused: None,
+    };
+    let queue = client(&args.client)?.queue_put(&args.queue, &request).await?;
+    if args.client.json {
+        output::json(&queue)?
+    } else {
+        print_queue(&queue)?
     }
     Ok(0)
 }

@@ -3,9 +3,9 @@
 //! Client commands print tables for people and, with `--json`, the API's JSON for scripts.
 //! Every failure is one line on stderr starting `error:`.
 //!
-//! Exit codes: 0 success; 1 failure (the server refused, or could not be reached); 2 usage
-//! error; `wharf job ID --follow` exits 0 when the job succeeded and 3 when it ended `dead` or
-//! `canceled`.
+//! Exit codes ([`EXIT_CODES`], printed by `--help`): 0 success; 1 failure (the server refused,
+//! or could not be reached); 2 usage error; `wharf job ID --follow` exits 3 when the job ended
+//! `dead` or `canceled`. A closed pipe (`wharf jobs q | head -1`) ends a command quietly with 0.
 
 use std::path::PathBuf;
 
@@ -16,15 +16,24 @@ use crate::store::sqlite::Durability;
 pub mod bench;
 mod commands;
 mod output;
+
+pub use output::is_broken_pipe;
 pub mod serve;
 pub mod worker;
 
 /// Exit code of `wharf job --follow` when the job did not succeed.
 pub const EXIT_JOB_FAILED: u8 = 3;
 
+/// The exit codes, as `--help` shows them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success (also when the reader of a pipe stops early, as with `| head`)
+  1  failure: the server refused the request or could not be reached
+  2  usage error: a flag or argument is wrong
+  3  `wharf job ID --follow`: the job ended dead or canceled";
+
 /// wharf: durable background jobs with an HTTP API, progress streams and workers, in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "wharf", version, about, max_term_width = 100)]
+#[command(name = "wharf", version, about, max_term_width = 100, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -56,9 +65,12 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Cancel a job.
     Cancel(CancelArgs),
-    /// Stop handing out a queue's jobs.
+    /// Show or change a queue: its policy, pause, resume.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Stop handing out a queue's jobs (same as `wharf queue pause`).
     Pause(QueueArg),
-    /// Hand out a paused queue's jobs again.
+    /// Hand out a paused queue's jobs again (same as `wharf queue resume`).
     Resume(QueueArg),
     /// List the workers connected in the last minute.
     Workers(ClientArgs),
@@ -86,8 +98,9 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR", conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
-    /// PostgreSQL at this URL instead of the embedded store (not available yet: refused with an error).
-    #[arg(long, env = "WHARF_DATABASE_URL")]
+    /// PostgreSQL at this URL instead of the embedded store. Hidden until that store ships: it
+    /// is refused with an error today.
+    #[arg(long, env = "WHARF_DATABASE_URL", hide = true)]
     pub database_url: Option<String>,
     /// A TOML config file; flags and WHARF_* variables override it.
     #[arg(long, env = "WHARF_CONFIG")]
@@ -120,7 +133,7 @@ pub struct EnqueueArgs {
     pub queue: String,
     /// The job type.
     pub kind: String,
-    /// The payload: JSON, @FILE for a file's contents, or @- for standard input.
+    /// The payload: JSON, @FILE for a file's contents, or - (or @-) for standard input.
     #[arg(long)]
     pub payload: Option<String>,
     /// Higher runs first.
@@ -154,12 +167,18 @@ pub struct EnqueueArgs {
 
 /// `wharf job`.
 #[derive(Debug, Args)]
+#[command(after_help = "Exit codes with --follow: 0 when the job succeeded, 3 when it ended dead or canceled, \
+1 when the server could not be reached for 30s. On a terminal, progress shows as a bar; piped, as one \
+line per event.")]
 pub struct JobArgs {
     /// The job id.
     pub id: String,
     /// Stream progress until the job finishes.
     #[arg(long, short)]
     pub follow: bool,
+    /// With --follow: how long to keep reconnecting to a server that went away.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub reconnect_for: String,
     /// Server and output.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -233,6 +252,53 @@ pub struct QueueArg {
     pub client: ClientArgs,
 }
 
+/// `wharf queue …`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show a queue: counts per state and policy.
+    Show(QueueArg),
+    /// Create a queue or change its policy; only the flags given change.
+    Set(QueueSetArgs),
+    /// Stop handing out the queue's jobs; enqueues are still accepted.
+    Pause(QueueArg),
+    /// Hand out the queue's jobs again.
+    Resume(QueueArg),
+}
+
+/// `wharf queue set`.
+#[derive(Debug, Args)]
+pub struct QueueSetArgs {
+    /// The queue.
+    pub queue: String,
+    /// How long a worker holds a job before it counts as lost, e.g. 2m (100ms–12h).
+    #[arg(long)]
+    pub lease: Option<String>,
+    /// Attempts before a job is dead (1–1000).
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+    /// Upper bound of the first retry's delay, e.g. 1s.
+    #[arg(long)]
+    pub backoff_base: Option<String>,
+    /// Growth of the retry delay per attempt (1–10).
+    #[arg(long)]
+    pub backoff_factor: Option<f64>,
+    /// Longest retry delay, e.g. 1h.
+    #[arg(long)]
+    pub backoff_cap: Option<String>,
+    /// How long finished jobs are kept, e.g. 7d.
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// Most jobs running at once across all workers, or `none`.
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Most jobs started per second, or `none`.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
@@ -249,7 +315,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dead(args) => commands::dead(args).await,
         Command::Redrive(args) => commands::redrive(args).await,
         Command::Cancel(args) => commands::cancel(args).await,
-        Command::Pause(args) => commands::pause(args, true).await,
-        Command::Resume(args) => commands::pause(args, false).await,
+        Command::Queue(QueueCommand::Show(args)) => commands::queue_show(args).await,
+        Command::Queue(QueueCommand::Set(args)) => commands::queue_set(args).await,
+        Command::Queue(QueueCommand::Pause(args)) | Command::Pause(args) => commands::pause(args, true).await,
+        Command::Queue(QueueCommand::Resume(args)) | Command::Resume(args) => commands::pause(args, false).await,
     }
 }

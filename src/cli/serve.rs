@@ -8,11 +8,12 @@ use super::ServeArgs;
 use crate::config::{FileConfig, ServerConfig};
 use crate::core::time::{SystemClock, parse_duration};
 use crate::events::{DEFAULT_RING_CAPACITY, EventBus};
+use crate::logging::LogFormat;
 use crate::store::Store;
 use crate::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 
 /// Merges defaults, the config file, then flags and environment variables.
-pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
+pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
     let file = match &args.config {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
@@ -61,37 +62,24 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, String)> {
             bail!("body read timeout must be above zero");
         }
     }
-    let log_format = args.log_format.clone().or(file.log_format).unwrap_or_else(|| "pretty".to_owned());
-    if !matches!(log_format.as_str(), "pretty" | "json") {
-        bail!("log format {log_format:?} is not pretty or json");
-    }
+    let log_format = match args.log_format.as_deref().or(file.log_format.as_deref()) {
+        Some(text) => text.parse().map_err(|e: String| anyhow!(e))?,
+        None => LogFormat::default(),
+    };
     Ok((config, log_format))
-}
-
-/// Installs the log subscriber: `WHARF_LOG` (or `RUST_LOG`) filters, default `info`.
-pub fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("WHARF_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        let _ = builder.json().flatten_event(true).try_init();
-    } else {
-        let _ = builder.compact().try_init();
-    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (config, log_format) = config(&args)?;
-    init_logging(&log_format);
+    crate::logging::init(log_format);
     if config.database_url.is_some() {
         bail!("the PostgreSQL store is not part of this build yet; run on the embedded store with --data-dir");
     }
     raise_file_limit();
+    // Bind first: a busy port must not leave a new store behind.
+    let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
     let path = config.data_dir.join("wharf.db");
@@ -101,8 +89,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let events = Arc::new(EventBus::new(DEFAULT_RING_CAPACITY, boot_micros));
     let sqlite = SqliteConfig { durability: config.durability, ..SqliteConfig::new(&path) };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, clock.clone(), Arc::clone(&events))?);
-    let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-    let local = listener.local_addr()?;
     tracing::info!(
         address = %format!("http://{local}"),
         store = %path.display(),

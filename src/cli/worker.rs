@@ -90,11 +90,9 @@ pub fn config(args: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
 
 /// Runs the worker until SIGTERM/SIGINT.
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
-    if !matches!(args.log_format.as_str(), "pretty" | "json") {
-        bail!("--log-format {:?} is not pretty or json", args.log_format);
-    }
+    let log_format: crate::logging::LogFormat = args.log_format.parse().map_err(|e| anyhow!("--log-format: {e}"))?;
     let config = config(&args)?;
-    super::serve::init_logging(&args.log_format);
+    crate::logging::init(log_format);
     let shutdown = Shutdown::on_signals();
     let worker = if let Some(command) = &args.exec {
         let exec = Exec::new(command, config.kill_grace).context("cannot start the handler's helper socket")?;

@@ -57,6 +57,16 @@ impl ClientError {
     }
 }
 
+/// The innermost cause of `err`: for a failed request, the reason itself ("Connection refused
+/// (os error 111)") rather than reqwest's "error sending request for url".
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
 /// One event of a server-sent event stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamEvent {
@@ -135,13 +145,7 @@ impl Client {
     }
 
     fn connect_error(&self, err: reqwest::Error) -> ClientError {
-        let mut cause = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(inner) = source {
-            cause = inner.to_string();
-            source = inner.source();
-        }
-        ClientError::Connect { url: self.base.clone(), cause }
+        ClientError::Connect { url: self.base.clone(), cause: root_cause(&err) }
     }
 
     /// Enqueues one job; the flag is false for an idempotent hit.
@@ -173,6 +177,11 @@ impl Client {
     /// Every queue.
     pub async fn queues(&self) -> Result<QueueListResponse, ClientError> {
         Ok(self.call::<(), _>(Method::GET, "/v1/queues", None).await?.1)
+    }
+
+    /// One queue, with its counts and policy.
+    pub async fn queue(&self, queue: &str) -> Result<QueueView, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, &format!("/v1/queues/{queue}"), None).await?.1)
     }
 
     /// Creates a queue or changes its policy.

@@ -1,10 +1,10 @@
 //! The storage seam: one [`Store`] trait, with an embedded SQLite implementation.
 //!
-//! A store is the authority on jobs and queues. It enforces the semantics contract of
-//! `DESIGN.md` §2 — fencing, attempt counting, idempotency, transitions — by calling the pure
-//! decisions in [`crate::core`], and it answers only after the change is durable. Methods are
-//! named noun-first (`job_lease`, `lease_heartbeat`, `dead_redrive`) so they group by entity, and
-//! take one params struct each.
+//! A store is the authority on jobs and queues. It enforces the job lifecycle rules
+//! (`docs/state_machine.md`) — fencing, attempt counting, idempotency, transitions — by
+//! calling the pure decisions in [`crate::core`], and it answers only after the change is
+//! durable. Methods are named noun-first (`job_lease`, `lease_heartbeat`, `dead_redrive`) so
+//! they group by entity, and take one params struct each.
 //!
 //! A store never imports the HTTP layer; it publishes committed changes on the
 //! [`EventBus`](crate::events::EventBus) it was given.

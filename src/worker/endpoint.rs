@@ -67,7 +67,12 @@ impl Handler for Endpoint {
         };
         let response = match response {
             Ok(response) => response,
-            Err(err) => return Outcome::Retry { error: format!("cannot reach {}: {err}", self.url), after: None },
+            // reqwest's own message ("error sending request for url") hides the cause; the
+            // innermost error says it ("Connection refused", "dns error", "timed out").
+            Err(err) => {
+                let cause = crate::client::root_cause(&err);
+                return Outcome::Retry { error: format!("cannot reach {}: {cause}", self.url), after: None };
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response

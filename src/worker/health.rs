@@ -39,7 +39,9 @@ pub(super) async fn serve(
     status: Arc<Status>,
     config: WorkerConfig,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} for the health endpoint: {e}")))?;
     tracing::info!(address = %listener.local_addr()?, "health endpoint listening");
     let app = Router::new().route("/health", get(health)).with_state((status, Arc::new(config)));
     Ok(tokio::spawn(async move {

@@ -91,8 +91,10 @@ impl Status {
     pub(super) fn contact(&self, reached: bool) {
         let was = self.server_reachable.swap(reached, Ordering::AcqRel);
         if reached {
-            *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            if !was {
+            let first = self.last_contact.lock().unwrap_or_else(|p| p.into_inner()).replace(Instant::now()).is_none();
+            if first {
+                tracing::info!("connected to the server");
+            } else if !was {
                 tracing::info!("reached the server again");
             }
         }
@@ -393,12 +395,20 @@ impl Attempt {
                 Report::Fail { .. } => "failed",
                 Report::Release { .. } => "released",
             };
+            // Why an attempt failed goes into its log line too, not only to the server.
+            let error = match &report {
+                Report::Fail { error, .. } => Some(error.clone()),
+                _ => None,
+            };
             let fallback = match &report {
                 Report::Complete { id, lease_token, .. } => Some((id.clone(), lease_token.clone())),
                 _ => None,
             };
             match self.reporter.send(report, lease_until).await {
-                Ok(state) => tracing::info!(elapsed_ms, state = %state, "attempt {kind}"),
+                Ok(state) => match &error {
+                    Some(error) => tracing::info!(elapsed_ms, state = %state, error = %error, "attempt {kind}"),
+                    None => tracing::info!(elapsed_ms, state = %state, "attempt {kind}"),
+                },
                 Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
                     // The server will not store this result (too large, say); the lease is
                     // still ours, so fail the job for good with the reason rather than leave

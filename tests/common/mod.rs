@@ -458,3 +458,12 @@ pub fn serve_refuses(data: &Path) -> (i32, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits (up to 30 s) until `condition` holds, checking every 20 ms.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

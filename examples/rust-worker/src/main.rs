@@ -6,6 +6,7 @@
 //! jobs finish (or are released after 30 s) before it exits.
 
 use serde::{Deserialize, Serialize};
+use wharf::logging::{self, LogFormat};
 use wharf::worker::{HandlerError, Handlers, JobContext, Shutdown, Worker, WorkerConfig};
 
 /// The payload of a lab job.
@@ -37,6 +38,8 @@ async fn process(job: JobContext, lab: Lab) -> Result<Summary, HandlerError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The worker's lines (started, connected, one per job) on standard error.
+    logging::init(LogFormat::Pretty);
     let server = std::env::var("WHARF_SERVER").unwrap_or_else(|_| "http://127.0.0.1:7070".into());
     let handlers = Handlers::new().on("process_pending_labs", process).on("process_stat_lab", process);
     let mut config = WorkerConfig::new(&server, vec!["labs".into()]);
