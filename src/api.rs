@@ -63,6 +63,9 @@ pub struct Problem {
     /// The request field at fault, as a path (`priority`, `jobs[3].payload`), when one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The job the problem is about, when one exists: the job holding an idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 /// `POST /v1/queues/{queue}/jobs`: one job.
@@ -525,6 +528,9 @@ pub struct PolicyView {
     pub rate: Option<f64>,
     /// Hands out no jobs while true.
     pub paused: bool,
+    /// Most jobs waiting (ready or scheduled) before enqueues are refused with 429, if limited.
+    #[serde(default)]
+    pub max_ready: Option<u64>,
 }
 
 /// A queue with its counts and policy.
@@ -596,6 +602,11 @@ pub struct QueuePolicyRequest {
     /// Pause or resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// Most jobs waiting (ready or scheduled) before enqueues are refused with 429; `null`
+    /// removes the limit.
+    #[serde(default, deserialize_with = "int::opt_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000_000)]
+    pub max_ready: Option<Option<i64>>,
 }
 
 /// `POST /v1/queues/{queue}/redrive`.
@@ -670,6 +681,72 @@ pub struct WorkerView {
 pub struct WorkerListResponse {
     /// Workers seen in the last minute, by id.
     pub workers: Vec<WorkerView>,
+}
+
+/// `POST /v1/tokens`: a new token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// `reader`, `producer`, `worker` or `admin`.
+    pub role: String,
+    /// Queue patterns it may act on (`pdf*`); every queue when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<String>>,
+    /// A name for people, e.g. the service that uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Requests per second it may send (a batch counts its jobs); the server's default when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
+    pub rate: Option<f64>,
+}
+
+/// A token as listed: everything but the token itself.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// Its id: `wharf_<id>_…`.
+    pub id: String,
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its role.
+    pub role: String,
+    /// Its queue patterns; absent for every queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<String>>,
+    /// Its rate limit, requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// The answer to `POST /v1/tokens`: the only time the token is shown.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    /// The token: send it as `Authorization: Bearer TOKEN`. It is not stored and cannot be
+    /// shown again.
+    pub token: String,
+    /// The rest.
+    #[serde(flatten)]
+    pub view: TokenView,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenListResponse {
+    /// Every token, oldest first.
+    pub tokens: Vec<TokenView>,
+}
+
+/// The answer to a webhook delivery.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookAccepted {
+    /// The job the delivery became.
+    pub id: String,
+    /// True when this delivery was seen before: no new job.
+    pub repeat: bool,
 }
 
 /// `GET /health`.

@@ -32,6 +32,38 @@ pub struct ServerConfig {
     /// Longest time a client may take to send a request body (against slow-body attacks).
     /// Defaults to 30 s.
     pub body_read_timeout: Duration,
+    /// How long a client may take to send a request head, the first one included (and how
+    /// long an idle connection stays open). Defaults to 30 s.
+    pub header_read_timeout: Duration,
+    /// Longest a write to a client may stay blocked (the client stopped reading) before the
+    /// connection is closed. Defaults to 30 s.
+    pub write_stall_timeout: Duration,
+    /// Most open connections; at the cap, connections that have not sent a request make room.
+    /// Defaults to 10,000 (lowered to three quarters of the open-files limit if that is less).
+    pub max_connections: usize,
+    /// Most queues. Defaults to 1,000.
+    pub max_queues: usize,
+    /// Most bytes of recent events kept for progress streams to replay (`Last-Event-ID`).
+    /// Defaults to 64 MiB.
+    pub event_buffer_bytes: usize,
+    /// Most payload bytes in one lease answer; a worker asking for many jobs of large
+    /// payloads gets fewer. Defaults to 16 MiB.
+    pub max_lease_answer_bytes: usize,
+    /// Requests per second each token may send when it sets no rate of its own (a batch counts
+    /// its jobs). Defaults to no limit.
+    pub token_rate_limit: Option<f64>,
+    /// Serve without authentication on a non-loopback address. Defaults to false.
+    pub insecure_no_auth: bool,
+    /// A file holding the admin token (the token is never kept in the configuration itself).
+    /// Defaults to none (`WHARF_ADMIN_TOKEN`, or no authentication).
+    pub admin_token_file: Option<PathBuf>,
+    /// Webhook ingress endpoints (`[[hook]]` in the config file). Defaults to none.
+    pub hooks: Vec<crate::hooks::Hook>,
+    /// TLS certificate and key files; `None` serves plain HTTP. Defaults to none.
+    pub tls: Option<TlsFiles>,
+    /// Browser origins allowed to call the API from their pages (`https://dash.example.com`):
+    /// their CORS preflights are answered. Defaults to none: CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -45,8 +77,29 @@ impl Default for ServerConfig {
             max_batch_body_bytes: 64 * 1024 * 1024,
             prune_interval: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+            hooks: Vec::new(),
+            tls: None,
+            token_rate_limit: None,
+            insecure_no_auth: false,
+            admin_token_file: None,
+            max_lease_answer_bytes: 16 * 1024 * 1024,
+            max_queues: 1_000,
+            header_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            event_buffer_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// The certificate chain and private key of a TLS server, as PEM files; reread on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// The config file's keys; all optional.
@@ -65,12 +118,37 @@ pub struct FileConfig {
     pub max_payload_bytes: Option<usize>,
     /// `max_batch = 10000`.
     pub max_batch: Option<usize>,
+    /// `max_queues = 1000`.
+    pub max_queues: Option<usize>,
+    /// `event_buffer_bytes = 67108864`.
+    pub event_buffer_bytes: Option<usize>,
     /// `prune_interval = "60s"`.
     pub prune_interval: Option<String>,
     /// `body_read_timeout = "30s"`.
     pub body_read_timeout: Option<String>,
+    /// `header_read_timeout = "30s"`.
+    pub header_read_timeout: Option<String>,
+    /// `write_stall_timeout = "30s"`.
+    pub write_stall_timeout: Option<String>,
+    /// `max_connections = 10000`.
+    pub max_connections: Option<usize>,
     /// `log_format = "json"` or `"pretty"`.
     pub log_format: Option<String>,
+    /// `token_rate_limit = 1000.0`.
+    pub token_rate_limit: Option<f64>,
+    /// `admin_token_file = "/run/secrets/wharf-admin"`.
+    pub admin_token_file: Option<PathBuf>,
+    /// `insecure_no_auth = true`.
+    pub insecure_no_auth: Option<bool>,
+    /// `cors_origins = ["https://dash.example.com"]`.
+    pub cors_origins: Option<Vec<String>>,
+    /// Webhook ingress endpoints (`[[hook]]`).
+    #[serde(default)]
+    pub hook: Vec<crate::hooks::HookFile>,
+    /// `tls_cert = "/etc/wharf/cert.pem"`.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key = "/etc/wharf/key.pem"`.
+    pub tls_key: Option<PathBuf>,
     /// Autoscaler pools (`[[pool]]`); read by the autoscaler.
     #[serde(default)]
     pub pool: Vec<toml::Table>,

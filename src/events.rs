@@ -1,17 +1,33 @@
 //! The event bus: every committed change to a job, in order, for progress streams.
 //!
 //! A store publishes events only after the change is committed, so a subscriber never sees a
-//! change that could still be lost. The bus keeps the most recent events in a ring, so a client
-//! that reconnects with `Last-Event-ID` can be replayed what it missed; when the ring no longer
-//! holds them the stream sends a fresh snapshot instead (see [`crate::http::sse`]).
+//! change that could still be lost. Each event gets a position (`seq`) on the bus.
 //!
-//! Subscribing and publishing take the same lock, so a subscriber that copies the ring and then
-//! listens to the channel sees every event exactly once, with no gap between the two.
+//! # One buffer, bounded by bytes
+//!
+//! The bus is a ring of recent events and nothing else: a subscriber is a position in it, and
+//! reads the events after its position when it is ready for them (a stream reads when its
+//! client does). So memory is the ring alone, whatever the number of subscribers and however
+//! slowly they read, and the ring is bounded by bytes (progress and results carry up to the
+//! payload limit each) as well as by count. A subscriber whose position falls out of the ring
+//! is told it lagged, and resynchronises (a job's stream sends a fresh snapshot).
+//!
+//! # Large progress coalesces
+//!
+//! When a job reports progress again before anything else happened to it, and the earlier
+//! progress event carries more than [`COALESCE_OVER`] bytes, that event is superseded: it keeps
+//! its place and version (so a stream can tell it was only intermediate progress) but drops its
+//! data. A job that floods large progress therefore holds one event's worth of bytes, and does
+//! not push other jobs' events out of the ring; small progress (a percentage, a stage) is kept
+//! whole, so a client that reconnects is replayed every value.
+//!
+//! Publishing and reading take the same lock, so a reader sees every event after its position
+//! exactly once.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::core::{JobId, JobState, Timestamp};
 
@@ -62,70 +78,209 @@ pub struct JobEvent {
     pub error: Option<String>,
     /// When the next attempt may start, when it went to `scheduled`.
     pub run_at: Option<Timestamp>,
+    /// A progress event replaced by a later one of the same job: its data is gone, and readers
+    /// pass over it.
+    pub superseded: bool,
 }
 
-/// Recent events in a ring, plus a channel to the live subscribers.
+impl JobEvent {
+    /// Bytes it holds, roughly: what the ring's byte bound counts.
+    fn size(&self) -> usize {
+        EVENT_OVERHEAD + self.data.as_ref().map_or(0, String::len) + self.error.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Progress data larger than this is superseded by the job's next progress.
+pub const COALESCE_OVER: usize = 1024;
+
+/// Bytes counted for an event besides its data and error.
+const EVENT_OVERHEAD: usize = 160;
+
+/// How much the bus keeps for replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingLimits {
+    /// Most events. Defaults to 65,536.
+    pub max_events: usize,
+    /// Most bytes of events. Defaults to 64 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for RingLimits {
+    fn default() -> Self {
+        RingLimits { max_events: 65_536, max_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Recent events in a ring, and a signal that tells readers the ring has grown.
 #[derive(Debug)]
 pub struct EventBus {
     ring: Mutex<Ring>,
-    live: broadcast::Sender<Arc<JobEvent>>,
+    /// The `seq` the next event will get; readers wait on its changes.
+    tip: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
 struct Ring {
     events: VecDeque<Arc<JobEvent>>,
-    capacity: usize,
+    /// The `seq` of `events[0]` (or of the next event, when empty).
+    first_seq: u64,
     next_seq: u64,
+    bytes: usize,
+    limits: RingLimits,
+    /// Each job's latest event in the ring, if it is a progress event: the one a new progress
+    /// event of that job supersedes.
+    last_progress: HashMap<JobId, u64>,
 }
 
-/// Events kept for replay by default.
-pub const DEFAULT_RING_CAPACITY: usize = 65_536;
+impl Ring {
+    fn get(&self, seq: u64) -> Option<&Arc<JobEvent>> {
+        self.events.get(usize::try_from(seq.checked_sub(self.first_seq)?).ok()?)
+    }
+
+    fn push(&mut self, event: Arc<JobEvent>) {
+        let (job, seq) = (event.job_id, event.seq);
+        if event.kind == EventKind::Progress {
+            if let Some(previous) = self.last_progress.insert(job, seq)
+                && let Some(index) = previous.checked_sub(self.first_seq).and_then(|i| usize::try_from(i).ok())
+                && let Some(slot) = self.events.get_mut(index)
+                && slot.data.as_ref().is_some_and(|d| d.len() > COALESCE_OVER)
+            {
+                let thin = JobEvent { data: None, superseded: true, ..JobEvent::clone(slot) };
+                self.bytes = self.bytes - slot.size() + thin.size();
+                *slot = Arc::new(thin);
+            }
+        } else {
+            self.last_progress.remove(&job);
+        }
+        self.bytes += event.size();
+        self.events.push_back(event);
+        while self.events.len() > self.limits.max_events
+            || (self.bytes > self.limits.max_bytes && self.events.len() > 1)
+        {
+            let Some(old) = self.events.pop_front() else { break };
+            self.bytes -= old.size();
+            self.first_seq += 1;
+            if self.last_progress.get(&old.job_id) == Some(&old.seq) {
+                self.last_progress.remove(&old.job_id);
+            }
+        }
+    }
+}
+
+/// A subscriber fell behind: the events after its position left the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("lagged: {missed} events left the ring before they were read")]
+pub struct Lagged {
+    /// How many events it missed.
+    pub missed: u64,
+}
+
+/// A reader's position on the bus.
+#[derive(Debug)]
+pub struct Subscription {
+    bus: Arc<EventBus>,
+    /// The `seq` of the next event to read.
+    next: u64,
+    tip: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next event after this position that `keep` selects, waiting until one is
+    /// published. Superseded progress is passed over. After a [`Lagged`], reading goes on
+    /// from the oldest event the ring still holds.
+    pub async fn next(&mut self, keep: impl Fn(&JobEvent) -> bool) -> Result<Arc<JobEvent>, Lagged> {
+        loop {
+            {
+                let ring = self.bus.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if self.next < ring.first_seq {
+                    let missed = ring.first_seq - self.next;
+                    self.next = ring.first_seq;
+                    return Err(Lagged { missed });
+                }
+                while self.next < ring.next_seq {
+                    let event = ring.get(self.next).cloned();
+                    self.next += 1;
+                    if let Some(event) = event
+                        && !event.superseded
+                        && keep(&event)
+                    {
+                        return Ok(event);
+                    }
+                }
+                self.tip.mark_unchanged();
+            }
+            // Woken by the next publish; the bus outlives its subscribers, so this never errs
+            // while one exists.
+            if self.tip.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The position: the `seq` of the next event to read.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+}
 
 impl EventBus {
-    /// A bus that keeps the last `capacity` events; sequence numbers start at `first_seq` (the
-    /// boot time in microseconds, so ids of an earlier run are smaller than any of this one).
-    pub fn new(capacity: usize, first_seq: u64) -> Self {
-        let (live, _) = broadcast::channel(capacity.max(16));
+    /// A bus that keeps what `limits` allow; sequence numbers start at `first_seq` (the boot
+    /// time in microseconds, so ids of an earlier run are smaller than any of this one).
+    pub fn new(limits: RingLimits, first_seq: u64) -> Self {
+        let (tip, _) = watch::channel(first_seq);
         EventBus {
             ring: Mutex::new(Ring {
-                events: VecDeque::with_capacity(capacity.min(4096)),
-                capacity,
+                events: VecDeque::new(),
+                first_seq,
                 next_seq: first_seq,
+                bytes: 0,
+                limits,
+                last_progress: HashMap::new(),
             }),
-            live,
+            tip,
         }
     }
 
     /// Publishes committed events in order.
     pub fn publish(&self, events: impl IntoIterator<Item = JobEvent>) {
-        let mut ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for mut event in events {
-            event.seq = ring.next_seq;
-            ring.next_seq += 1;
-            let event = Arc::new(event);
-            if ring.events.len() == ring.capacity {
-                ring.events.pop_front();
+        let next = {
+            let mut ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for mut event in events {
+                event.seq = ring.next_seq;
+                ring.next_seq += 1;
+                ring.push(Arc::new(event));
             }
-            ring.events.push_back(Arc::clone(&event));
-            // An error only means nobody is listening right now.
-            let _ = self.live.send(event);
-        }
+            ring.next_seq
+        };
+        self.tip.send_replace(next);
     }
 
-    /// Subscribes to live events, and returns the retained events that `keep` selects.
-    /// Nothing published after the copy is missed by the receiver, and nothing is in both.
-    pub fn subscribe(
-        &self,
-        keep: impl Fn(&JobEvent) -> bool,
-    ) -> (Vec<Arc<JobEvent>>, broadcast::Receiver<Arc<JobEvent>>) {
+    /// A reader positioned after every event published so far, with the retained events that
+    /// `keep` selects (for a stream that replays some history before it goes live). Nothing
+    /// published after the copy is missed, and nothing is in both.
+    pub fn subscribe(self: &Arc<Self>, keep: impl Fn(&JobEvent) -> bool) -> (Vec<Arc<JobEvent>>, Subscription) {
         let ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let past = ring.events.iter().filter(|e| keep(e)).cloned().collect();
-        (past, self.live.subscribe())
+        let subscription = Subscription { bus: Arc::clone(self), next: ring.next_seq, tip: self.tip.subscribe() };
+        (past, subscription)
+    }
+
+    /// A reader positioned just after event `seq` (a `Last-Event-ID`); its first read reports
+    /// [`Lagged`] if the ring no longer holds what followed.
+    pub fn subscribe_after(self: &Arc<Self>, seq: u64) -> Subscription {
+        let ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = seq.saturating_add(1).min(ring.next_seq);
+        Subscription { bus: Arc::clone(self), next, tip: self.tip.subscribe() }
     }
 
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next_seq
+    }
+
+    /// Bytes the ring holds now.
+    pub fn retained_bytes(&self) -> usize {
+        self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).bytes
     }
 }
 
@@ -146,28 +301,84 @@ mod tests {
             data: None,
             error: None,
             run_at: None,
+            superseded: false,
         }
+    }
+
+    fn progress(id: i64, version: u64, bytes: usize) -> JobEvent {
+        JobEvent { kind: EventKind::Progress, data: Some("x".repeat(bytes)), ..event(id, version) }
+    }
+
+    fn bus(max_events: usize, max_bytes: usize, first_seq: u64) -> Arc<EventBus> {
+        Arc::new(EventBus::new(RingLimits { max_events, max_bytes }, first_seq))
     }
 
     #[tokio::test]
     async fn a_subscriber_sees_the_past_then_the_live_events_without_gap_or_overlap() {
-        let bus = EventBus::new(4, 100);
+        let bus = bus(4, usize::MAX, 100);
         bus.publish([event(1, 1), event(2, 1)]);
         let (past, mut live) = bus.subscribe(|e| e.job_id == JobId::from_raw(1));
         assert_eq!(past.len(), 1);
         assert_eq!(past[0].seq, 100);
         bus.publish([event(1, 2)]);
-        let next = live.recv().await.unwrap();
+        let next = live.next(|_| true).await.unwrap();
         assert_eq!((next.seq, next.version), (102, 2));
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_the_next_publish() {
+        let bus = bus(16, usize::MAX, 0);
+        let (_, mut sub) = bus.subscribe(|_| true);
+        let reader = tokio::spawn(async move { sub.next(|e| e.job_id == JobId::from_raw(2)).await });
+        tokio::task::yield_now().await;
+        bus.publish([event(1, 1)]);
+        bus.publish([event(2, 1)]);
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!((got.job_id, got.seq), (JobId::from_raw(2), 1));
     }
 
     #[test]
     fn the_ring_keeps_only_the_most_recent_events() {
-        let bus = EventBus::new(2, 0);
+        let bus = bus(2, usize::MAX, 0);
         bus.publish((1..=5).map(|v| event(1, v)));
         let (past, _) = bus.subscribe(|_| true);
         let versions: Vec<u64> = past.iter().map(|e| e.version).collect();
         assert_eq!(versions, vec![4, 5]);
         assert_eq!(bus.next_seq(), 5);
+    }
+
+    #[test]
+    fn the_ring_is_bounded_by_bytes() {
+        let bus = bus(1_000_000, 1_000_000, 0);
+        // Different jobs, so nothing coalesces: only the byte bound holds the ring.
+        bus.publish((0..1_000).map(|i| progress(i, 1, 100_000)));
+        assert!(bus.retained_bytes() <= 1_000_000, "{}", bus.retained_bytes());
+        let (past, _) = bus.subscribe(|_| true);
+        assert_eq!(past.last().map(|e| e.job_id), Some(JobId::from_raw(999)), "the newest are kept");
+    }
+
+    #[tokio::test]
+    async fn repeated_progress_of_one_job_holds_one_events_bytes() {
+        let bus = bus(1_000_000, usize::MAX, 0);
+        let (_, mut sub) = bus.subscribe(|_| true);
+        bus.publish((1..=1_000).map(|v| progress(7, v, 250_000)));
+        assert!(bus.retained_bytes() < 250_000 + 1_000 * EVENT_OVERHEAD * 2, "{}", bus.retained_bytes());
+        // A reader that was behind passes over the superseded ones to the latest.
+        let got = sub.next(|_| true).await.unwrap();
+        assert_eq!((got.version, got.data.as_ref().map(String::len)), (1_000, Some(250_000)));
+        // Anything else that happens to the job ends the run: that progress stays. Small
+        // progress is never superseded.
+        bus.publish([event(7, 1_001), progress(7, 1_002, 10), progress(7, 1_003, 10)]);
+        let (past, _) = bus.subscribe(|e| !e.superseded);
+        assert_eq!(past.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1_000, 1_001, 1_002, 1_003]);
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_fell_out_of_the_ring_is_told_and_goes_on() {
+        let bus = bus(3, usize::MAX, 10);
+        let mut sub = bus.subscribe_after(9);
+        bus.publish((1..=5).map(|v| event(1, v)));
+        assert_eq!(sub.next(|_| true).await, Err(Lagged { missed: 2 }));
+        assert_eq!(sub.next(|_| true).await.map(|e| e.version), Ok(3));
     }
 }

@@ -10,6 +10,7 @@ async fn a_job_goes_from_enqueue_to_succeeded_with_progress_and_result() {
     let resp = server
         .http
         .post(server.url("/v1/queues/pdf/jobs"))
+        .header("content-type", "application/json")
         .body(r#"{"kind":"render","payload":{"id":1},"metadata":{"traceparent":"00-a-b-01"}}"#)
         .send()
         .await

@@ -235,7 +235,7 @@ async fn every_bad_request_is_a_problem_naming_the_field_and_changes_nothing() {
     for c in cases {
         let mut req = server.http.request(c.method.parse().unwrap(), server.url(&c.path));
         if let Some(body) = c.body {
-            req = req.body(body);
+            req = req.header("content-type", "application/json").body(body);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();

@@ -75,7 +75,10 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
     let mut polls = Vec::with_capacity(500);
     for i in 0..500 {
         let body = format!(r#"{{"worker_id":"flood-{i}","queues":["flood"],"wait_ms":60000}}"#);
-        let request = format!("POST /v1/lease HTTP/1.1\r\nHost: wharf\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let request = format!(
+            "POST /v1/lease HTTP/1.1\r\nHost: wharf\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         let mut s = TcpStream::connect(&addr).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         polls.push(s);
@@ -97,7 +100,7 @@ async fn floods_of_connections_streams_and_long_polls_leave_the_server_responsiv
     for _ in 0..100 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         slow.push(tokio::spawn(async move {
-            let head = "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Length: 1000\r\n\r\n{";
+            let head = "POST /v1/queues/q/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
             if s.write_all(head.as_bytes()).await.is_err() {
                 return;
             }
@@ -173,7 +176,9 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
         version.is_ok_and(|v| v.status.success()),
         "schemathesis is not installed: run ./scripts/test, or `python3 -m pip install schemathesis`"
     );
-    let server = TestServer::start().await;
+    // With tokens on, so the document's bearer scheme is checked too: calls without the token,
+    // or with a made-up one, must be refused.
+    let server = TestServer::start_secured(&[]).await;
     server.enqueue("q", json!({"kind": "k"})).await;
     // Schemathesis keeps a cache in `.schemathesis/` under its working directory: a temporary
     // one, so a test run leaves the checkout as it found it.
@@ -191,6 +196,8 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
             "25",
             "--seed",
             "20261123",
+            "--header",
+            &format!("Authorization: Bearer {}", crate::common::ADMIN_TOKEN),
         ])
         .args([
             "--exclude-path",
@@ -218,7 +225,7 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
 async fn a_client_that_trickles_its_body_gets_a_408_and_changes_nothing() {
     let server = TestServer::start_with(&["--body-read-timeout", "1s"]).await;
     let mut s = TcpStream::connect(addr(&server)).await.unwrap();
-    let head = "POST /v1/queues/slow/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Length: 200\r\n\r\n{\"kind\":";
+    let head = "POST /v1/queues/slow/jobs HTTP/1.1\r\nHost: wharf\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"kind\":";
     s.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut answer = vec![0u8; 4096];

@@ -174,7 +174,7 @@ async fn prepare_queue(client: &Client, queue: &str) -> anyhow::Result<()> {
 
 /// Runs the selected measurements and prints the summary.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.client.server)?;
+    let client = args.client.client()?;
     let quiet = args.client.json;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -225,15 +225,10 @@ async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.in_flight.max(1) {
-        let (base, path, next, progress, total) = (
-            client.base().to_owned(),
-            format!("/v1/queues/{queue}/jobs"),
-            Arc::clone(&next),
-            progress.clone(),
-            args.jobs,
-        );
+        let (client, path, next, progress, total) =
+            (client.clone(), format!("/v1/queues/{queue}/jobs"), Arc::clone(&next), progress.clone(), args.jobs);
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             let mut hist = histogram();
             loop {
                 let seq = next.fetch_add(1, Ordering::Relaxed);
@@ -274,10 +269,10 @@ async fn enqueue_batches(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..in_flight.max(1) {
-        let (base, path, next, progress) =
-            (client.base().to_owned(), format!("/v1/queues/{queue}/jobs/batch"), Arc::clone(&next), progress.clone());
+        let (client, path, next, progress) =
+            (client.clone(), format!("/v1/queues/{queue}/jobs/batch"), Arc::clone(&next), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             let mut hist = histogram();
             loop {
                 let first = next.fetch_add(batch, Ordering::Relaxed);
@@ -350,11 +345,10 @@ async fn e2e(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> any
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.workers.max(1) {
-        let (base, queue, done, progress) =
-            (client.base().to_owned(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        let (client, queue, done, progress) = (client.clone(), queue.to_owned(), Arc::clone(&done), progress.clone());
         let max = args.lease_batch;
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             let mut hist = histogram();
             let lease = noop_lease(format!("bench-{w}"), queue, max);
             while done.load(Ordering::Relaxed) < total {
@@ -396,10 +390,10 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
     let progress = bar(total, "pickup", quiet);
     let mut consumers = Vec::new();
     for w in 0..2 {
-        let (base, queue, leased, received, progress) =
-            (client.base().to_owned(), queue.to_owned(), Arc::clone(&leased), Arc::clone(&received), progress.clone());
+        let (client, queue, leased, received, progress) =
+            (client.clone(), queue.to_owned(), Arc::clone(&leased), Arc::clone(&received), progress.clone());
         consumers.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             let lease = LeaseRequest {
                 worker_id: format!("bench-pickup-{w}"),
                 queues: vec![queue],
@@ -498,6 +492,8 @@ async fn workers(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
                 .args(["--concurrency", &args.worker_concurrency.to_string(), "--poll-wait", "1s"])
                 .args(handler)
                 .env("WHARF_LOG", "warn")
+                .envs(args.client.token.as_ref().map(|token| ("WHARF_TOKEN", token)))
+                .envs(args.client.ca_file.as_ref().map(|file| ("WHARF_CA_FILE", file)))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .kill_on_drop(true)
@@ -559,14 +555,10 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let (base, path, enqueued, done) = (
-            client.base().to_owned(),
-            format!("/v1/queues/{queue}/jobs/batch"),
-            Arc::clone(&enqueued),
-            Arc::clone(&done),
-        );
+        let (client, path, enqueued, done) =
+            (client.clone(), format!("/v1/queues/{queue}/jobs/batch"), Arc::clone(&enqueued), Arc::clone(&done));
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             loop {
                 while enqueued.load(Ordering::Relaxed).saturating_sub(done.load(Ordering::Relaxed)) > 50_000 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -587,10 +579,9 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
         }));
     }
     for w in 0..4 {
-        let (base, queue, done, progress) =
-            (client.base().to_owned(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        let (client, queue, done, progress) = (client.clone(), queue.to_owned(), Arc::clone(&done), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Connection::open(&base).await?;
+            let mut conn = client.connect().await?;
             let lease = noop_lease(format!("soak-{w}"), queue, 100);
             while done.load(Ordering::Relaxed) < total {
                 let Some(n) = lease_and_ack(&mut conn, &lease).await? else { continue };
@@ -602,10 +593,8 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
     }
     // Samples: (seconds since start, jobs done, resident MiB, store MiB).
     let mut samples: Vec<(f64, u64, f64, f64)> = Vec::new();
-    let http = reqwest::Client::new();
-    let metrics_url = format!("{}/metrics", client.base());
     let sample = async || -> Option<(f64, f64)> {
-        let text = http.get(&metrics_url).send().await.ok()?.text().await.ok()?;
+        let text = client.text("/metrics").await.ok()?;
         Some((
             metric(&text, "process_resident_memory_bytes")? / 1_048_576.0,
             metric(&text, "wharf_store_size_bytes")? / 1_048_576.0,

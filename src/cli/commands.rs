@@ -12,15 +12,17 @@ use serde_json::value::RawValue;
 use super::output::{self, age, cut, table, when};
 use super::{
     CancelArgs, ClientArgs, DeadArgs, EXIT_JOB_FAILED, EnqueueArgs, JobArgs, JobsArgs, QueueArg, QueueSetArgs,
-    RedriveArgs,
+    RedriveArgs, TokenCreateArgs, TokenRevokeArgs,
 };
-use crate::api::{EnqueueRequest, JobEventView, JobListQuery, JobView, QueuePolicyRequest, QueueView};
+use crate::api::{
+    EnqueueRequest, JobEventView, JobListQuery, JobView, QueuePolicyRequest, QueueView, TokenCreateRequest,
+};
 use crate::client::Client;
 use crate::core::time::parse_duration;
 use crate::outln;
 
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(Client::new(&args.server)?)
+    Ok(args.client()?)
 }
 
 /// The `--payload` value: inline JSON, `@FILE`, or `-` (or `@-`) for standard input.
@@ -516,7 +518,70 @@ fn print_queue(q: &QueueView) -> std::io::Result<()> {
     outln!("retention    {}", ms(p.retention_ms))?;
     outln!("concurrency  {}", p.concurrency.map_or("no limit".to_owned(), |n| n.to_string()))?;
     outln!("rate         {}", p.rate.map_or("no limit".to_owned(), |r| format!("{r}/s")))?;
+    outln!("max ready    {}", p.max_ready.map_or("no limit".to_owned(), |n| n.to_string()))?;
     Ok(())
+}
+
+pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<u8> {
+    let request = TokenCreateRequest {
+        role: args.role,
+        queues: (!args.queues.is_empty()).then_some(args.queues),
+        name: args.name,
+        rate: args.rate,
+    };
+    let created = client(&args.client)?.token_create(&request).await?;
+    if args.client.json {
+        output::json(&created)?;
+    } else {
+        let queues = created.view.queues.as_ref().map_or("every queue".to_owned(), |q| q.join(", "));
+        outln!("{}", created.token)?;
+        eprintln!(
+            "created {} token {} for {queues}; it is shown only now: keep it in a secret store",
+            created.view.role, created.view.id
+        );
+    }
+    Ok(0)
+}
+
+pub async fn token_list(args: ClientArgs) -> anyhow::Result<u8> {
+    let list = client(&args)?.token_list().await?;
+    if args.json {
+        output::json(&list)?;
+        return Ok(0);
+    }
+    if list.tokens.is_empty() {
+        outln!("no tokens")?;
+        return Ok(0);
+    }
+    let mut t = table(&["ID", "NAME", "ROLE", "QUEUES", "RATE", "CREATED"]);
+    for token in &list.tokens {
+        t.add_row(vec![
+            token.id.clone(),
+            token.name.clone().unwrap_or_default(),
+            token.role.clone(),
+            token.queues.as_ref().map_or("*".to_owned(), |q| q.join(",")),
+            token.rate.map_or(String::new(), |r| format!("{r}/s")),
+            when(&token.created_at),
+        ]);
+    }
+    outln!("{t}")?;
+    Ok(0)
+}
+
+pub async fn token_revoke(args: TokenRevokeArgs) -> anyhow::Result<u8> {
+    client(&args.client)?.token_revoke(&args.id).await?;
+    if !args.client.json {
+        outln!("revoked {}", args.id)?;
+    }
+    Ok(0)
+}
+
+pub async fn queue_delete(args: QueueArg) -> anyhow::Result<u8> {
+    client(&args.client)?.queue_delete(&args.queue).await?;
+    if !args.client.json {
+        outln!("deleted {}", args.queue)?;
+    }
+    Ok(0)
 }
 
 pub async fn queue_show(args: QueueArg) -> anyhow::Result<u8> {
@@ -549,6 +614,7 @@ pub async fn queue_set(args: QueueSetArgs) -> anyhow::Result<u8> {
         concurrency: limit("--concurrency", args.concurrency.as_deref())?,
         rate: limit("--rate", args.rate.as_deref())?,
         paused: None,
+        max_ready: limit("--max-ready", args.max_ready.as_deref())?,
     };
     let queue = client(&args.client)?.queue_put(&args.queue, &request).await?;
     if args.client.json {

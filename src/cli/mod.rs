@@ -65,7 +65,7 @@ pub enum Command {
     Redrive(RedriveArgs),
     /// Cancel a job.
     Cancel(CancelArgs),
-    /// Show or change a queue: its policy, pause, resume.
+    /// Show, change or delete a queue: its policy, pause, resume.
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Stop handing out a queue's jobs (same as `wharf queue pause`).
@@ -74,6 +74,9 @@ pub enum Command {
     Resume(QueueArg),
     /// List the workers connected in the last minute.
     Workers(ClientArgs),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure a running server: enqueue, batch enqueue, end to end, pickup latency.
     Bench(bench::BenchArgs),
 }
@@ -87,6 +90,21 @@ pub struct ClientArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The API token, when the server needs one.
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's, for an https:// server
+    /// with a private certificate.
+    #[arg(long, env = "WHARF_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The client these arguments describe.
+    pub fn client(&self) -> Result<crate::client::Client, crate::client::ClientError> {
+        let options = crate::client::ClientOptions { token: self.token.clone(), ca_file: self.ca_file.clone() };
+        crate::client::Client::with_options(&self.server, &options)
+    }
 }
 
 /// `wharf serve`.
@@ -112,6 +130,12 @@ pub struct ServeArgs {
     /// Largest payload, progress or result, in bytes [default: 262144].
     #[arg(long, env = "WHARF_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
+    /// Bytes of recent events kept for progress streams to replay [default: 67108864].
+    #[arg(long, env = "WHARF_EVENT_BUFFER_BYTES")]
+    pub event_buffer_bytes: Option<usize>,
+    /// Most queues this server keeps [default: 1000].
+    #[arg(long, env = "WHARF_MAX_QUEUES")]
+    pub max_queues: Option<usize>,
     /// Most jobs per batch enqueue or acknowledgement [default: 10000].
     #[arg(long, env = "WHARF_MAX_BATCH")]
     pub max_batch: Option<usize>,
@@ -121,9 +145,43 @@ pub struct ServeArgs {
     /// Longest time a client may take to send a request body, e.g. 30s [default: 30s].
     #[arg(long, env = "WHARF_BODY_READ_TIMEOUT")]
     pub body_read_timeout: Option<String>,
+    /// Longest time a client may take to send a request head (and an idle connection stays
+    /// open), e.g. 30s [default: 30s].
+    #[arg(long, env = "WHARF_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// Longest a client may leave an answer unread before its connection is closed, e.g. 30s
+    /// [default: 30s].
+    #[arg(long, env = "WHARF_WRITE_STALL_TIMEOUT")]
+    pub write_stall_timeout: Option<String>,
+    /// Most open connections [default: 10000].
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Log format: pretty or json [default: pretty].
     #[arg(long, env = "WHARF_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); reread on SIGHUP [default: plain HTTP].
+    #[arg(long, env = "WHARF_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "WHARF_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A file holding the admin token (or set WHARF_ADMIN_TOKEN). With one, every call but
+    /// /health, /ready and webhooks needs a token [default: none: no authentication, and only
+    /// a loopback address may be listened on].
+    #[arg(long, env = "WHARF_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address (anyone who can reach it may do
+    /// anything).
+    #[arg(long, env = "WHARF_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Requests per second a token may send unless it has its own rate; a batch counts its
+    /// jobs [default: no limit].
+    #[arg(long, env = "WHARF_TOKEN_RATE_LIMIT")]
+    pub token_rate_limit: Option<f64>,
+    /// A browser origin allowed to call the API from its pages, e.g. https://dash.example.com
+    /// (repeatable, or comma-separated) [default: none, CORS off].
+    #[arg(long = "cors-origin", env = "WHARF_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 /// `wharf enqueue`.
@@ -252,6 +310,47 @@ pub struct QueueArg {
     pub client: ClientArgs,
 }
 
+/// `wharf token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create(TokenCreateArgs),
+    /// List tokens: ids, names, roles and queues.
+    List(ClientArgs),
+    /// Revoke a token at once.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `wharf token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// reader, producer, worker or admin.
+    #[arg(long)]
+    pub role: String,
+    /// Queue patterns it may act on, e.g. 'pdf*' (repeatable, or comma-separated) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<String>,
+    /// A name for people, e.g. the service that uses it.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Requests per second it may send [default: the server's].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `wharf token revoke`.
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id.
+    pub id: String,
+    /// Server and output.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// `wharf queue …`.
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -263,6 +362,8 @@ pub enum QueueCommand {
     Pause(QueueArg),
     /// Hand out the queue's jobs again.
     Resume(QueueArg),
+    /// Delete a queue that holds no scheduled, ready, running or dead job.
+    Delete(QueueArg),
 }
 
 /// `wharf queue set`.
@@ -294,6 +395,9 @@ pub struct QueueSetArgs {
     /// Most jobs started per second, or `none`.
     #[arg(long)]
     pub rate: Option<String>,
+    /// Most jobs waiting (ready or scheduled) before enqueues are refused, or `none`.
+    #[arg(long)]
+    pub max_ready: Option<String>,
     /// Server and output.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -315,8 +419,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dead(args) => commands::dead(args).await,
         Command::Redrive(args) => commands::redrive(args).await,
         Command::Cancel(args) => commands::cancel(args).await,
+        Command::Token(TokenCommand::Create(args)) => commands::token_create(args).await,
+        Command::Token(TokenCommand::List(args)) => commands::token_list(args).await,
+        Command::Token(TokenCommand::Revoke(args)) => commands::token_revoke(args).await,
         Command::Queue(QueueCommand::Show(args)) => commands::queue_show(args).await,
         Command::Queue(QueueCommand::Set(args)) => commands::queue_set(args).await,
+        Command::Queue(QueueCommand::Delete(args)) => commands::queue_delete(args).await,
         Command::Queue(QueueCommand::Pause(args)) | Command::Pause(args) => commands::pause(args, true).await,
         Command::Queue(QueueCommand::Resume(args)) | Command::Resume(args) => commands::pause(args, false).await,
     }

@@ -54,6 +54,13 @@ pub struct WorkerArgs {
     /// Serve GET /health on this address, e.g. 0.0.0.0:3001.
     #[arg(long, env = "WHARF_HEALTH_ADDR")]
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The API token, when the server needs one (a worker token).
+    #[arg(long, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (an https server with a
+    /// private certificate).
+    #[arg(long, env = "WHARF_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Log format: pretty or json.
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -85,6 +92,8 @@ pub fn config(args: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
     config.kill_grace = duration("--kill-grace", &args.kill_grace)?;
     config.default_timeout = args.timeout.as_deref().map(|t| duration("--timeout", t)).transpose()?;
     config.health_addr = args.health_addr;
+    config.token = args.token.clone().map(crate::core::auth::Secret::new);
+    config.ca_file = args.ca_file.clone();
     Ok(config)
 }
 

@@ -83,11 +83,35 @@ pub struct StreamEvent {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The bearer token, for connections opened outside `http`.
+    token: Option<std::sync::Arc<str>>,
+    /// Extra trusted certificates, likewise.
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// How a client authenticates and whom it trusts.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// The bearer token, when the server needs one.
+    pub token: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (private PKI).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`).
     pub fn new(base: &str) -> Result<Self, ClientError> {
+        Self::with_token(base, None)
+    }
+
+    /// A client that sends `token` as its bearer token with every request.
+    pub fn with_token(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::with_options(base, &ClientOptions { token: token.map(str::to_owned), ca_file: None })
+    }
+
+    /// A client with a token and extra trusted certificates.
+    pub fn with_options(base: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        let token = options.token.as_deref();
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Connect {
@@ -95,13 +119,55 @@ impl Client {
                 cause: "the server URL must start with http:// or https://".into(),
             });
         }
-        let http = reqwest::Client::builder()
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::Connect {
+                    url: base.clone(),
+                    cause: "the token has characters a header cannot hold".into(),
+                }
+            })?;
+            // Kept out of debug output and logs.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ClientError::Connect { url: base.clone(), cause: e.to_string() })?;
-        Ok(Client { http, base })
+            .default_headers(headers)
+            .use_rustls_tls();
+        if let Some(path) = &options.ca_file {
+            let fail = |cause: String| ClientError::Connect { url: base.clone(), cause };
+            let pem =
+                std::fs::read(path).map_err(|e| fail(format!("cannot read the CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| fail(format!("the CA file {} holds no usable certificate: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(fail(format!("the CA file {} holds no certificate", path.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Connect { url: base.clone(), cause: e.to_string() })?;
+        Ok(Client { http, base, token: token.map(std::sync::Arc::from), ca_file: options.ca_file.clone() })
+    }
+
+    /// A single keep-alive connection to the same server, with the same token (for load loops).
+    pub async fn connect(&self) -> Result<conn::Connection, ClientError> {
+        conn::Connection::open(&self.base, self.token.as_deref(), self.ca_file.as_deref()).await
+    }
+
+    /// A text answer (`/metrics`).
+    pub async fn text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self.http.get(self.url(path)).send().await.map_err(|e| self.connect_error(e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.connect_error(e))?;
+        if !status.is_success() {
+            return Err(self.refusal(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The server's base URL.
@@ -131,17 +197,22 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.connect_error(e))?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<Problem>(&bytes) {
-                Ok(problem) => ClientError::Api { status: status.as_u16(), problem: Box::new(problem) },
-                Err(_) => ClientError::Protocol {
-                    url: self.base.clone(),
-                    cause: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()),
-                },
-            });
+            return Err(self.refusal(status, &bytes));
         }
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| ClientError::Protocol { url: self.base.clone(), cause: e.to_string() })?;
         Ok((status, value))
+    }
+
+    /// The error for a refused request: the server's problem, or what it said instead.
+    fn refusal(&self, status: StatusCode, bytes: &[u8]) -> ClientError {
+        match serde_json::from_slice::<Problem>(bytes) {
+            Ok(problem) => ClientError::Api { status: status.as_u16(), problem: Box::new(problem) },
+            Err(_) => ClientError::Protocol {
+                url: self.base.clone(),
+                cause: format!("HTTP {status}: {}", String::from_utf8_lossy(bytes).trim()),
+            },
+        }
     }
 
     fn connect_error(&self, err: reqwest::Error) -> ClientError {
@@ -191,6 +262,40 @@ impl Client {
         policy: &crate::api::QueuePolicyRequest,
     ) -> Result<QueueView, ClientError> {
         Ok(self.call(Method::PUT, &format!("/v1/queues/{queue}"), Some(policy)).await?.1)
+    }
+
+    /// Creates a token; the answer holds the token, shown this once.
+    pub async fn token_create(
+        &self,
+        req: &crate::api::TokenCreateRequest,
+    ) -> Result<crate::api::TokenCreated, ClientError> {
+        Ok(self.call(Method::POST, "/v1/tokens", Some(req)).await?.1)
+    }
+
+    /// Every token (without the tokens themselves).
+    pub async fn token_list(&self) -> Result<crate::api::TokenListResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, "/v1/tokens", None).await?.1)
+    }
+
+    /// Revokes a token.
+    pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/tokens/{id}")).await
+    }
+
+    /// A DELETE answered 204.
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let resp = self.http.delete(self.url(path)).send().await.map_err(|e| self.connect_error(e))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| self.connect_error(e))?;
+        Err(self.refusal(status, &bytes))
+    }
+
+    /// Deletes a queue that holds no waiting, running or dead job.
+    pub async fn queue_delete(&self, queue: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/queues/{queue}")).await
     }
 
     /// Pauses or resumes a queue.

@@ -97,37 +97,101 @@ impl FromStr for JobId {
     }
 }
 
-/// The fencing token of one lease.
+/// The fencing token of one lease: a sequence number and a secret.
 ///
-/// Every lease of every job gets a fresh token from the same generator as job ids, so tokens of
-/// one job strictly increase across its leases and no two leases ever share a token, even
-/// across restarts: a worker that mixes up jobs is refused as surely as a stale one. A
-/// completion, failure, heartbeat or release is accepted only with the job's current token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LeaseToken(i64);
+/// The **sequence** comes from the same generator as job ids, so the tokens of one job strictly
+/// increase across its leases and no two leases share one, even across restarts: it is the
+/// fencing order. The **secret** is 128 random bits drawn for each lease, so a token cannot be
+/// computed from anything public (a job's id and `started_at` give away its sequence). A
+/// completion, failure, heartbeat or release is accepted only with the job's current token,
+/// secret included.
+///
+/// On the wire a token is 39 characters: the sequence in 13 base32 characters, then the
+/// secret in 26. A token stored before secrets existed has secret 0 and prints as its 13
+/// characters alone.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseToken {
+    seq: i64,
+    secret: u128,
+}
 
 impl LeaseToken {
-    /// Wraps a raw token read back from a store.
-    pub const fn from_raw(raw: i64) -> Self {
-        LeaseToken(raw)
+    /// A token without a secret (as stored before secrets existed): for reading old rows.
+    pub const fn from_raw(seq: i64) -> Self {
+        LeaseToken { seq, secret: 0 }
     }
 
-    /// The raw integer, as stored.
+    /// A token from its sequence and secret.
+    pub const fn from_parts(seq: i64, secret: u128) -> Self {
+        LeaseToken { seq, secret }
+    }
+
+    /// The sequence number, as stored: the fencing order.
     pub const fn raw(self) -> i64 {
-        self.0
+        self.seq
+    }
+
+    /// The secret, 0 for a token from before secrets.
+    pub const fn secret(self) -> u128 {
+        self.secret
     }
 }
 
+impl fmt::Debug for LeaseToken {
+    // The secret is a credential: it never reaches a log line through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LeaseToken({}, …)", self.seq)
+    }
+}
+
+/// Characters of a token's secret: 26 × 5 bits covers 128 bits.
+const SECRET_LEN: usize = 26;
+
 impl fmt::Display for LeaseToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        encode(self.0, f)
+        encode(self.seq, f)?;
+        if self.secret != 0 {
+            let mut buf = [0u8; SECRET_LEN];
+            let mut v = self.secret;
+            for slot in buf.iter_mut().rev() {
+                *slot = ALPHABET[(v & 31) as usize];
+                v >>= 5;
+            }
+            f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for LeaseToken {
     type Err = MalformedId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        decode(s).map(LeaseToken).ok_or_else(|| MalformedId(s.to_owned()))
+        let malformed = || MalformedId(s.chars().take(64).collect());
+        let (seq, secret) = match s.len() {
+            TEXT_LEN => (s, None),
+            n if n == TEXT_LEN + SECRET_LEN && s.is_ascii() => (&s[..TEXT_LEN], Some(&s[TEXT_LEN..])),
+            _ => return Err(malformed()),
+        };
+        let seq = decode(seq).ok_or_else(malformed)?;
+        let secret = match secret {
+            None => 0,
+            Some(text) => {
+                let mut v: u128 = 0;
+                for byte in text.bytes() {
+                    let digit = ALPHABET.iter().position(|&a| a == byte.to_ascii_lowercase()).ok_or_else(malformed)?;
+                    if v >> 123 != 0 {
+                        return Err(malformed()); // more than 128 bits
+                    }
+                    v = (v << 5) | digit as u128;
+                }
+                // A zero secret is the mark of a token without one; it is never drawn.
+                if v == 0 {
+                    return Err(malformed());
+                }
+                v
+            }
+        };
+        Ok(LeaseToken { seq, secret })
     }
 }
 
@@ -163,9 +227,10 @@ impl IdGenerator {
         JobId(self.next_raw(now))
     }
 
-    /// The next lease token.
-    pub fn lease_token(&mut self, now: Timestamp) -> LeaseToken {
-        LeaseToken(self.next_raw(now))
+    /// The next lease token, with `secret` (128 random bits, never 0).
+    pub fn lease_token(&mut self, now: Timestamp, secret: u128) -> LeaseToken {
+        debug_assert!(secret != 0, "a zero secret marks a token without one");
+        LeaseToken { seq: self.next_raw(now), secret }
     }
 }
 
@@ -196,7 +261,27 @@ mod tests {
         assert!("0000000000i00".parse::<JobId>().is_err(), "i is not in the alphabet");
     }
 
+    #[test]
+    fn lease_tokens_carry_their_secret_on_the_wire() {
+        let token = LeaseToken::from_parts(123_456_789, u128::MAX - 7);
+        let text = token.to_string();
+        assert_eq!(text.len(), 39);
+        assert_eq!(text.parse::<LeaseToken>(), Ok(token));
+        assert_eq!(text.to_uppercase().parse::<LeaseToken>(), Ok(token));
+        // The sequence alone is not the token.
+        assert_ne!(text[..13].parse::<LeaseToken>(), Ok(token));
+        assert!(format!("{}{}", &text[..13], "0".repeat(26)).parse::<LeaseToken>().is_err(), "zero secret");
+        assert!(format!("{}{}", &text[..13], "z".repeat(26)).parse::<LeaseToken>().is_err(), "over 128 bits");
+        assert!(!format!("{token:?}").contains(&text[13..]), "Debug hides the secret");
+    }
+
     proptest! {
+        #[test]
+        fn lease_tokens_round_trip(seq in 0i64..i64::MAX, secret in 1u128..) {
+            let token = LeaseToken::from_parts(seq, secret);
+            prop_assert_eq!(token.to_string().parse::<LeaseToken>(), Ok(token));
+        }
+
         #[test]
         fn text_round_trips_and_preserves_order(a in 0i64..i64::MAX, b in 0i64..i64::MAX) {
             let (ja, jb) = (JobId::from_raw(a), JobId::from_raw(b));

@@ -73,7 +73,10 @@ pub struct UnknownState(pub String);
 impl FromStr for JobState {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.chars().take(super::validate::MAX_ECHO_LEN).collect()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The domain core: jobs, queues, leases, backoff and the state machine.
+//! The domain core: jobs, queues, leases, backoff, the state machine, and who may do what.
 //!
 //! Everything here is pure: no I/O, no clock reads except through [`time::Clock`], no
 //! randomness except through an injected generator. Stores, the HTTP layer and the CLI build on
@@ -7,6 +7,7 @@
 //! Core types are not `Serialize`: the wire format lives in [`crate::api`], so the JSON shape can
 //! change without touching the rules.
 
+pub mod auth;
 pub mod backoff;
 pub mod id;
 pub mod job;

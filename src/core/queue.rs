@@ -18,13 +18,16 @@ impl QueueName {
         if name.is_empty() || name.len() > Self::MAX_LEN {
             return Err(Invalid::new(
                 "queue",
-                format!("queue name {name:?} must be 1 to {} characters", Self::MAX_LEN),
+                format!("queue name {} must be 1 to {} characters", super::validate::echo(name), Self::MAX_LEN),
             ));
         }
         if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
             return Err(Invalid::new(
                 "queue",
-                format!("queue name {name:?} has {bad:?}; a queue name is letters, digits, '.', '_' and '-'"),
+                format!(
+                    "queue name {} has {bad:?}; a queue name is letters, digits, '.', '_' and '-'",
+                    super::validate::echo(name)
+                ),
             ));
         }
         Ok(QueueName(name.to_owned()))
@@ -59,6 +62,10 @@ pub struct QueuePolicy {
     pub rate: Option<f64>,
     /// Hands out no jobs while set; enqueue still works. Defaults to false.
     pub paused: bool,
+    /// Most jobs waiting (ready or scheduled): an enqueue that would pass it is refused, so a
+    /// flood of producers cannot fill the disk faster than workers drain it. Retries and
+    /// redrives still go through. Defaults to no limit (`None`).
+    pub max_ready: Option<u64>,
 }
 
 impl Default for QueuePolicy {
@@ -71,6 +78,7 @@ impl Default for QueuePolicy {
             concurrency: None,
             rate: None,
             paused: false,
+            max_ready: None,
         }
     }
 }
@@ -97,6 +105,8 @@ pub struct QueuePolicyPatch {
     pub rate: Option<Option<f64>>,
     /// Pause or resume.
     pub paused: Option<bool>,
+    /// New limit of waiting jobs, or none.
+    pub max_ready: Option<Option<i64>>,
 }
 
 /// Longest retention: ten years.
@@ -144,6 +154,9 @@ impl QueuePolicy {
         }
         if let Some(v) = patch.paused {
             next.paused = v;
+        }
+        if let Some(v) = patch.max_ready {
+            next.max_ready = v.map(|n| range("max_ready", n, 1, 1_000_000_000)).transpose()?;
         }
         Ok(next)
     }

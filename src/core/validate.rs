@@ -149,14 +149,32 @@ impl JobSpec {
     }
 }
 
-/// A non-empty string of at most [`MAX_NAME_LEN`] characters.
+/// A non-empty string of at most [`MAX_NAME_LEN`] characters, without control characters: a
+/// kind or key travels into environment variables, headers and log lines, where a NUL byte or
+/// a newline cannot go (an exec worker could never run a kind with a NUL in it).
 pub fn name(field: &str, value: String) -> Result<String, Invalid> {
     if value.is_empty() {
         Err(Invalid::new(field, "must not be empty"))
     } else if value.chars().count() > MAX_NAME_LEN {
         Err(Invalid::new(field, format!("must be at most {MAX_NAME_LEN} characters")))
+    } else if let Some(c) = value.chars().find(|c| c.is_control()) {
+        Err(Invalid::new(field, format!("must not contain control characters (found {c:?})")))
     } else {
         Ok(value)
+    }
+}
+
+/// Most characters of a client's input echoed back in an error message.
+pub const MAX_ECHO_LEN: usize = 64;
+
+/// `text` as an error message shows it: quoted, and cut to [`MAX_ECHO_LEN`] characters, so a
+/// 64 KB id does not come back in the answer.
+pub fn echo(text: &str) -> String {
+    if text.chars().count() <= MAX_ECHO_LEN {
+        format!("{text:?}")
+    } else {
+        let kept: String = text.chars().take(MAX_ECHO_LEN).collect();
+        format!("{kept:?}… ({} bytes)", text.len())
     }
 }
 
@@ -185,8 +203,15 @@ fn metadata_limits(metadata: &BTreeMap<String, String>) -> Result<(), Invalid> {
         return Err(Invalid::new("metadata", format!("must have at most {MAX_METADATA_ENTRIES} entries")));
     }
     for (key, value) in metadata {
-        if key.is_empty() || key.chars().count() > MAX_NAME_LEN {
-            return Err(Invalid::new("metadata", format!("key {key:?} must be 1 to {MAX_NAME_LEN} characters")));
+        if key.is_empty() || key.chars().count() > MAX_NAME_LEN || key.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                "metadata",
+                format!("key {} must be 1 to {MAX_NAME_LEN} characters, none of them control characters", echo(key)),
+            ));
+        }
+        // Values become environment variables of exec handlers (TRACEPARENT), which cannot hold NUL.
+        if value.contains('\0') {
+            return Err(Invalid::new(format!("metadata.{key}"), "must not contain a NUL character"));
         }
         if value.len() > MAX_METADATA_VALUE_LEN {
             return Err(Invalid::new(
@@ -245,6 +270,8 @@ mod tests {
             (JobSpec { max_attempts: Some(0), ..spec() }, "max_attempts"),
             (JobSpec { timeout_ms: Some(i64::MAX), ..spec() }, "timeout_ms"),
             (JobSpec { idempotency_key: Some(String::new()), ..spec() }, "idempotency_key"),
+            (JobSpec { kind: "render\0".into(), ..spec() }, "kind"),
+            (JobSpec { idempotency_key: Some("a\nb".into()), ..spec() }, "idempotency_key"),
         ];
         for (spec, field) in cases {
             let err = check(spec).unwrap_err();
@@ -259,6 +286,13 @@ mod tests {
         let err = check(JobSpec { payload: Some(big), ..spec() }).unwrap_err();
         assert_eq!(err.field, "payload");
         assert!(err.too_large);
+    }
+
+    #[test]
+    fn echoes_are_cut() {
+        assert_eq!(echo("abc"), "\"abc\"");
+        let long = echo(&"x".repeat(65_536));
+        assert!(long.len() < 100 && long.ends_with("(65536 bytes)"), "{long}");
     }
 
     #[test]

@@ -65,12 +65,38 @@ problem_codes! {
     QueueNotFound => (404, "queue_not_found", "Queue not found"),
     /// No such path.
     NotFound => (404, "not_found", "Not found"),
+    /// The request body is not JSON, or is compressed.
+    UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+    /// No token, or an unknown one, on a server that needs one.
+    Unauthorized => (401, "unauthorized", "Unauthorized"),
+    /// The token's role or queues do not allow the call.
+    Forbidden => (403, "forbidden", "Forbidden"),
+    /// The webhook delivery's signature is missing or does not verify.
+    InvalidSignature => (401, "invalid_signature", "Invalid signature"),
+    /// No webhook has this name.
+    HookNotFound => (404, "hook_not_found", "Hook not found"),
+    /// No token has this id.
+    TokenNotFound => (404, "token_not_found", "Token not found"),
+    /// Tokens cannot be managed while authentication is off.
+    AuthOff => (409, "auth_off", "Authentication is off"),
+    /// A cross-site request from an origin that is not allowed.
+    OriginNotAllowed => (403, "origin_not_allowed", "Origin not allowed"),
     /// The path exists, but not with this method.
     MethodNotAllowed => (405, "method_not_allowed", "Method not allowed"),
     /// The lease token is not the job's current one.
     StaleLease => (409, "stale_lease", "Stale lease token"),
     /// The job's state does not allow the operation.
     IllegalTransition => (409, "illegal_transition", "Illegal state transition"),
+    /// The idempotency key is held by a job with another kind or payload.
+    IdempotencyConflict => (409, "idempotency_conflict", "Idempotency key reused"),
+    /// The queue holds jobs that are waiting, running or dead, so it cannot be deleted.
+    QueueNotEmpty => (409, "queue_not_empty", "Queue not empty"),
+    /// The server keeps no more queues.
+    QueueLimit => (422, "queue_limit_reached", "Queue limit reached"),
+    /// The queue holds its most waiting jobs.
+    QueueFull => (429, "queue_full", "Queue full"),
+    /// The token sent more requests than its rate limit allows.
+    RateLimited => (429, "rate_limited", "Too many requests"),
     /// Too many requests are waiting for the store; retry shortly.
     Overloaded => (503, "overloaded", "Server overloaded"),
     /// The store cannot serve requests now.
@@ -88,12 +114,16 @@ pub struct ApiError {
     pub detail: String,
     /// The field at fault.
     pub field: Option<String>,
+    /// The job the problem is about.
+    pub job_id: Option<String>,
+    /// For a rate limit: seconds until a retry would pass.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// A problem of kind `code`.
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
-        ApiError { code, detail: detail.into(), field: None }
+        ApiError { code, detail: detail.into(), field: None, job_id: None, retry_after_secs: None }
     }
 
     /// The same problem, blaming `field`.
@@ -117,6 +147,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code.code().to_owned(),
             field: self.field.clone(),
+            job_id: self.job_id.clone(),
         }
     }
 }
@@ -138,7 +169,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ProblemCode::StaleLease, err.to_string()).field("lease_token")
             }
             StoreError::Illegal { .. } => ApiError::new(ProblemCode::IllegalTransition, err.to_string()),
+            StoreError::IdempotencyConflict { existing, .. } => {
+                let mut problem =
+                    ApiError::new(ProblemCode::IdempotencyConflict, err.to_string()).field("idempotency_key");
+                problem.job_id = Some(existing.to_string());
+                problem
+            }
             StoreError::Invalid(invalid) => invalid.into(),
+            StoreError::QueueNotEmpty { .. } => ApiError::new(ProblemCode::QueueNotEmpty, err.to_string()),
+            StoreError::QueueLimit { .. } => ApiError::new(ProblemCode::QueueLimit, err.to_string()),
+            StoreError::QueueFull { .. } => ApiError::new(ProblemCode::QueueFull, err.to_string()),
             StoreError::Busy => ApiError::new(ProblemCode::Overloaded, err.to_string()),
             StoreError::Full => ApiError::new(ProblemCode::InsufficientStorage, err.to_string()),
             StoreError::Unavailable(cause) => {
@@ -159,8 +199,21 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        // Every answer that says "not now" says when to try again.
+        match self.code {
+            ProblemCode::Overloaded | ProblemCode::Unavailable | ProblemCode::QueueFull => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProblemCode::InsufficientStorage => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            ProblemCode::RateLimited => {
+                let after = self.retry_after_secs.unwrap_or(1).max(1).to_string();
+                if let Ok(value) = HeaderValue::from_str(&after) {
+                    headers.insert(header::RETRY_AFTER, value);
+                }
+            }
+            _ => {}
         }
         response
     }

@@ -1,7 +1,6 @@
 //! Extractors that refuse bad input with a problem naming the field, never a plain-text 400.
 //!
-//! Bodies are parsed whatever their `Content-Type` (`curl -d` sends a form type), since every
-//! body of this API is JSON.
+//! Bodies reach them only as `application/json`: the [gate](super::gate) refuses other types.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
@@ -9,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::{ApiError, ProblemCode};
+use crate::core::validate::echo;
 use crate::core::{JobId, QueueName};
 
 /// How large a request body may be.
@@ -62,9 +62,16 @@ where
 /// does not wait for `100 Continue` can finish sending and read the 413 instead of a reset.
 const DRAIN_MAX: usize = 64 * 1024 * 1024;
 
+/// Most bytes reserved for a body before it arrives.
+const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
+
 /// Reads the body within the server's body read timeout: a client that trickles its body
 /// (slowloris on the body) gets a 408 instead of holding the request open.
-async fn read_body_in_time(req: Request, limit: usize, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+pub(crate) async fn read_body_in_time(
+    req: Request,
+    limit: usize,
+    state: &AppState,
+) -> Result<axum::body::Bytes, ApiError> {
     let timeout = state.config.body_read_timeout;
     tokio::time::timeout(timeout, read_body(req, limit)).await.unwrap_or_else(|_| {
         Err(ApiError::new(
@@ -89,7 +96,9 @@ async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiE
         return Err(too_large());
     }
     let mut body = req.into_body();
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    // Memory follows the bytes that arrive, not the length a client declares: thousands of
+    // connections declaring large bodies and sending a few bytes must cost a few bytes each.
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(INITIAL_BODY_CAPACITY));
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| {
@@ -198,7 +207,7 @@ impl FromRequestParts<AppState> for JobPath {
         raw.parse().map(JobPath).map_err(|_| {
             ApiError::new(
                 ProblemCode::JobNotFound,
-                format!("job {raw} not found: not a job id (13 characters of base32)"),
+                format!("job {} not found: not a job id (13 characters of base32)", echo(&raw)),
             )
         })
     }
@@ -206,12 +215,12 @@ impl FromRequestParts<AppState> for JobPath {
 
 /// Parses a job id from a request field.
 pub fn job_id(field: &str, raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{raw:?} is not a job id")))
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{} is not a job id", echo(raw))))
 }
 
 /// Parses a lease token from a request field.
 pub fn lease_token(field: &str, raw: &str) -> Result<crate::core::LeaseToken, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{raw:?} is not a lease token")))
+    raw.parse().map_err(|_| ApiError::invalid_request(field, format!("{} is not a lease token", echo(raw))))
 }
 
 #[cfg(test)]

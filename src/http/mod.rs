@@ -12,18 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::core::Clock;
+use crate::core::validate::echo;
 use crate::events::EventBus;
 use crate::store::Store;
 
+pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod gate;
 pub mod openapi;
 mod routes;
 pub mod sse;
 pub mod views;
 
 use error::{ApiError, ProblemCode};
-use routes::{jobs, ops, queues, work};
+use routes::{hooks, jobs, ops, queues, tokens, work};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -38,6 +41,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Cancelled when the server shuts down: long polls and streams end early.
     pub shutdown: CancellationToken,
+    /// Tokens and rate limits.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The router of the whole API.
@@ -53,7 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/fail", post(work::fail))
         .route("/v1/jobs/{id}/release", post(work::release))
         .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{queue}", get(queues::get).put(queues::put))
+        .route("/v1/queues/{queue}", get(queues::get).put(queues::put).delete(queues::delete))
         .route("/v1/queues/{queue}/pause", post(queues::pause))
         .route("/v1/queues/{queue}/resume", post(queues::resume))
         .route("/v1/queues/{queue}/redrive", post(queues::redrive))
@@ -65,15 +70,20 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/hooks/{name}", post(hooks::receive))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::screen))
         .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ProblemCode::NotFound, format!("no such path: {}", uri.path()))
+    ApiError::new(ProblemCode::NotFound, format!("no such path: {}", echo(uri.path())))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(ProblemCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
+    ApiError::new(ProblemCode::MethodNotAllowed, format!("{method} is not allowed on {}", echo(uri.path())))
 }

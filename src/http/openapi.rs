@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::routes::{jobs, ops, queues, work};
+use super::routes::{hooks, jobs, ops, queues, tokens, work};
 use super::sse;
 
 #[derive(OpenApi)]
@@ -12,15 +12,19 @@ use super::sse;
     paths(
         jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel,
         sse::job_events, sse::all_events,
-        queues::list, queues::get, queues::put, queues::pause, queues::resume, queues::redrive,
+        queues::list, queues::get, queues::put, queues::delete, queues::pause, queues::resume, queues::redrive,
         work::lease, work::workers, work::heartbeat, work::complete, work::fail, work::release, work::ack,
         ops::health, ops::ready, ops::metrics, ops::openapi,
+        tokens::create, tokens::list, tokens::revoke,
+        hooks::receive,
     ),
     tags(
         (name = "jobs", description = "Enqueue and follow jobs"),
         (name = "queues", description = "Queue policy, counts and dead letters"),
         (name = "workers", description = "The protocol workers speak"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "hooks", description = "Webhook ingress, signed by the provider"),
     )
 )]
 struct ApiDoc;
@@ -29,6 +33,8 @@ struct ApiDoc;
 const ID_PATTERN: &str = "^[0-7][0-9a-hjkmnp-tv-zA-HJKMNP-TV-Z]{12}$";
 /// The pattern of a queue name.
 const QUEUE_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+/// The pattern of a kind, key or worker id: no control characters.
+const NAME_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
 /// The whole document, as served: the annotations, plus what holds for every operation —
 /// problems are `application/problem+json`, any status not listed answers a problem
@@ -82,7 +88,24 @@ pub fn document() -> serde_json::Value {
         }
     }
     add_links(&mut doc);
+    add_security(&mut doc);
     doc
+}
+
+/// Bearer tokens: every operation needs one when the server has an admin token, but health,
+/// readiness and webhook ingress (signed by the provider instead).
+fn add_security(doc: &mut serde_json::Value) {
+    doc["components"]["securitySchemes"] = serde_json::json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "A token from POST /v1/tokens, or the admin token"}
+    });
+    doc["security"] = serde_json::json!([{"bearer": []}]);
+    for path in super::auth::PUBLIC_ROUTES {
+        if let Some(item) = doc["paths"].get_mut(path).and_then(serde_json::Value::as_object_mut) {
+            for operation in item.values_mut() {
+                operation["security"] = serde_json::json!([]);
+            }
+        }
+    }
 }
 
 /// `get /v1/jobs/{id}` → `get_v1_jobs_id`.
@@ -98,13 +121,27 @@ fn refine_schemas(doc: &mut serde_json::Value) {
     let enqueue = &mut schemas["EnqueueRequest"];
     enqueue["not"] = serde_json::json!({"required": ["delay_ms", "run_at"]});
     enqueue["properties"]["metadata"]["maxProperties"] = 64.into();
-    enqueue["properties"]["metadata"]["propertyNames"] = serde_json::json!({"minLength": 1, "maxLength": 256});
+    enqueue["properties"]["metadata"]["propertyNames"] =
+        serde_json::json!({"minLength": 1, "maxLength": 256, "pattern": NAME_PATTERN});
     enqueue["properties"]["metadata"]["additionalProperties"] =
-        serde_json::json!({"type": "string", "maxLength": 4096});
+        serde_json::json!({"type": "string", "maxLength": 4096, "pattern": "^[^\\u0000]*$"});
+    for field in ["kind", "idempotency_key"] {
+        enqueue["properties"][field]["pattern"] = NAME_PATTERN.into();
+    }
+    for field in ["worker_id", "host"] {
+        schemas["LeaseRequest"]["properties"][field]["pattern"] = NAME_PATTERN.into();
+    }
     schemas["LeaseRequest"]["properties"]["queues"]["items"] =
         serde_json::json!({"type": "string", "pattern": QUEUE_PATTERN});
     schemas["RedriveRequest"]["properties"]["ids"]["items"] =
         serde_json::json!({"type": "string", "pattern": ID_PATTERN});
+    let token = &mut schemas["TokenCreateRequest"]["properties"];
+    token["role"] = serde_json::json!({"type": "string", "enum": ["reader", "producer", "worker", "admin"]});
+    token["queues"]["items"] = serde_json::json!({"type": "string", "pattern": "^[A-Za-z0-9._*-]{1,128}$"});
+    token["queues"]["maxItems"] = 32.into();
+    token["name"]["minLength"] = 1.into();
+    token["name"]["maxLength"] = 256.into();
+    token["name"]["pattern"] = NAME_PATTERN.into();
     for request in ["AckComplete", "AckFail"] {
         schemas[request]["properties"]["id"]["pattern"] = ID_PATTERN.into();
     }

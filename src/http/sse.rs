@@ -11,26 +11,27 @@
 //!
 //! Streams end when the server shuts down; clients reconnect with their last id.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
+use futures_util::stream::{self, BoxStream, StreamExt as _};
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ApiQuery, JobPath};
 use super::views;
 use crate::api::Problem;
+use crate::core::auth::QueuePatterns;
 use crate::core::{Job, JobId, QueueName};
-use crate::events::JobEvent;
+use crate::events::{JobEvent, Subscription};
 
-type EventStream = Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
+type EventStream = Sse<KeepAliveStream<BoxStream<'static, Result<Event, Infallible>>>>;
 
 fn last_event_id(headers: &HeaderMap) -> Option<u64> {
     headers.get("last-event-id")?.to_str().ok()?.trim().parse().ok()
@@ -47,8 +48,8 @@ fn change(event: &JobEvent, id: u64) -> Event {
     Event::default().id(id.to_string()).event(event.kind.as_str()).data(data)
 }
 
-fn stream(rx: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+fn sse(events: BoxStream<'static, Result<Event, Infallible>>) -> EventStream {
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// One job's live progress: a snapshot, then every change, until it finishes.
@@ -65,79 +66,81 @@ fn stream(rx: mpsc::Receiver<Result<Event, Infallible>>) -> EventStream {
 )]
 pub async fn job_events(
     State(state): State<AppState>,
+    caller: Caller,
     JobPath(id): JobPath,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
-    // Subscribe before reading the job: every change after the read arrives on `live`.
-    let (past, live) = state.events.subscribe(|e| e.job_id == id);
+    // Subscribe before reading the job: every change after the read is after the position.
+    let (past, sub) = state.events.subscribe(|e| e.job_id == id);
     let job = state.store.job_get(id).await?;
-    let (tx, rx) = mpsc::channel(64);
-    let resume = last_event_id(&headers);
-    tokio::spawn(follow_job(state, id, job, resume, past, live, tx));
-    Ok(stream(rx))
-}
-
-async fn follow_job(
-    state: AppState,
-    id: JobId,
-    job: Job,
-    resume: Option<u64>,
-    past: Vec<Arc<JobEvent>>,
-    mut live: broadcast::Receiver<Arc<JobEvent>>,
-    tx: mpsc::Sender<Result<Event, Infallible>>,
-) {
-    let mut seen = job.version;
-    let mut done = job.state.is_terminal();
-    match resume {
+    caller.check_queue(&job.queue)?;
+    let seen = job.version;
+    let done = job.state.is_terminal();
+    let mut first = VecDeque::new();
+    match last_event_id(&headers) {
         Some(last) if last >= job.version => {}
         Some(last) => {
-            // Replay from history if it holds every version after `last`, else a snapshot.
-            let missed: Vec<&Arc<JobEvent>> = past.iter().filter(|e| e.version > last && e.version <= seen).collect();
+            // Replay from history if it holds every version after `last` (superseded progress
+            // included, which is passed over), else a snapshot.
+            let missed: Vec<&JobEvent> =
+                past.iter().map(|e| &**e).filter(|e| e.version > last && e.version <= seen).collect();
             let complete =
                 missed.len() as u64 == seen - last && missed.iter().zip(last + 1..).all(|(e, v)| e.version == v);
             if complete {
-                for event in missed {
-                    if tx.send(Ok(change(event, event.version))).await.is_err() {
-                        return;
-                    }
-                }
-            } else if tx.send(Ok(snapshot(job))).await.is_err() {
-                return;
+                first.extend(missed.iter().filter(|e| !e.superseded).map(|e| change(e, e.version)));
+            } else {
+                first.push_back(snapshot(job));
             }
         }
-        None => {
-            if tx.send(Ok(snapshot(job))).await.is_err() {
-                return;
-            }
-        }
+        None => first.push_back(snapshot(job)),
     }
-    while !done {
-        let next = tokio::select! {
-            next = live.recv() => next,
-            () = state.shutdown.cancelled() => return,
-            () = tx.closed() => return,
-        };
-        match next {
-            Ok(event) if event.job_id == id && event.version > seen => {
-                seen = event.version;
-                done = event.state.is_terminal();
-                if tx.send(Ok(change(&event, event.version))).await.is_err() {
-                    return;
-                }
+    let follow = JobFollow { state, id, sub, pending: first, seen, done };
+    Ok(sse(stream::unfold(follow, JobFollow::step).boxed()))
+}
+
+/// A job's stream between reads: what to send next, and where on the bus it stands. It reads
+/// the bus only when its client has taken what came before, so a client that stops reading
+/// holds no events.
+struct JobFollow {
+    state: AppState,
+    id: JobId,
+    sub: Subscription,
+    pending: VecDeque<Event>,
+    seen: u64,
+    done: bool,
+}
+
+impl JobFollow {
+    async fn step(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(event), self));
             }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Too slow to keep up: resynchronise from the store.
-                let Ok(job) = state.store.job_get(id).await else { return };
-                if job.version > seen {
-                    seen = job.version;
-                    done = job.state.is_terminal();
-                    if tx.send(Ok(snapshot(job))).await.is_err() {
-                        return;
+            if self.done {
+                return None;
+            }
+            let id = self.id;
+            let next = tokio::select! {
+                next = self.sub.next(|e| e.job_id == id) => next,
+                () = self.state.shutdown.cancelled() => return None,
+            };
+            match next {
+                Ok(event) if event.version > self.seen => {
+                    self.seen = event.version;
+                    self.done = event.state.is_terminal();
+                    self.pending.push_back(change(&event, event.version));
+                }
+                Ok(_) => {}
+                Err(_lagged) => {
+                    // The bus moved on without us: resynchronise from the store.
+                    let job = self.state.store.job_get(id).await.ok()?;
+                    if job.version > self.seen {
+                        self.seen = job.version;
+                        self.done = job.state.is_terminal();
+                        self.pending.push_back(snapshot(job));
                     }
                 }
             }
-            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
@@ -160,6 +163,7 @@ pub struct AllEventsQuery {
 )]
 pub async fn all_events(
     State(state): State<AppState>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<AllEventsQuery>,
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
@@ -167,42 +171,39 @@ pub async fn all_events(
         .queue
         .map(|q| QueueName::parse(&q).map_err(|e| ApiError::invalid_request("queue", e.reason)))
         .transpose()?;
-    let resume = last_event_id(&headers);
-    let wanted = move |e: &JobEvent| queue.as_ref().is_none_or(|q| q.as_str() == &*e.queue);
-    let keep = {
-        let wanted = wanted.clone();
-        move |e: &JobEvent| resume.is_some_and(|last| e.seq > last) && wanted(e)
+    if let Some(queue) = &queue {
+        caller.check_queue(queue)?;
+    }
+    let sub = match last_event_id(&headers) {
+        Some(last) => state.events.subscribe_after(last),
+        None => state.events.subscribe(|_| false).1,
     };
-    let (past, mut live) = state.events.subscribe(keep);
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        for event in past {
-            if tx.send(Ok(change(&event, event.seq))).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            let next = tokio::select! {
-                next = live.recv() => next,
-                () = state.shutdown.cancelled() => return,
-                () = tx.closed() => return,
-            };
-            match next {
-                Ok(event) if wanted(&event) => {
-                    if tx.send(Ok(change(&event, event.seq))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let note = Event::default().event("lagged").data(format!("{{\"missed\":{missed}}}"));
-                    if tx.send(Ok(note)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    Ok(stream(rx))
+    let all = AllFollow { state, queue, patterns: caller.queues, sub };
+    Ok(sse(stream::unfold(all, AllFollow::step).boxed()))
+}
+
+/// The stream of every job's events between reads: a position on the bus.
+struct AllFollow {
+    state: AppState,
+    queue: Option<QueueName>,
+    /// The caller's queues: a token limited to some sees only their events.
+    patterns: QueuePatterns,
+    sub: Subscription,
+}
+
+impl AllFollow {
+    async fn step(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        let (queue, patterns) = (&self.queue, &self.patterns);
+        let wanted =
+            |e: &JobEvent| queue.as_ref().is_none_or(|q| q.as_str() == &*e.queue) && patterns.matches(&e.queue);
+        let next = tokio::select! {
+            next = self.sub.next(wanted) => next,
+            () = self.state.shutdown.cancelled() => return None,
+        };
+        let event = match next {
+            Ok(event) => change(&event, event.seq),
+            Err(lagged) => Event::default().event("lagged").data(format!("{{\"missed\":{}}}", lagged.missed)),
+        };
+        Some((Ok(event), self))
+    }
 }

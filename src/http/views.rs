@@ -132,6 +132,7 @@ pub fn queue(info: QueueInfo) -> QueueView {
             concurrency: p.concurrency,
             rate: p.rate,
             paused: p.paused,
+            max_ready: p.max_ready,
         },
     }
 }

@@ -114,6 +114,7 @@ fn lease_params(queue: &str, max: u32) -> JobLeaseParams {
         max,
         wait: Duration::ZERO,
         lease_ms: None,
+        max_bytes: usize::MAX,
     }
 }
 
@@ -176,11 +177,28 @@ pub async fn idempotent_enqueue_returns_the_first_job(h: &Harness) {
     let mut first = job("pdf", "render");
     first.idempotency_key = Some("order-42".into());
     let a = h.store.job_insert(first.clone()).await.unwrap();
-    let mut second = first.clone();
-    second.payload = r#"{"different":true}"#.into();
-    let b = h.store.job_insert(second).await.unwrap();
+    let b = h.store.job_insert(first.clone()).await.unwrap();
     assert!(a.created && !b.created);
     assert_eq!(a.job.id, b.job.id);
+    // The same key for another payload or kind is a mistake, not a repeat: refused, naming
+    // the job that holds the key, and nothing is created.
+    let mut other_payload = first.clone();
+    other_payload.payload = r#"{"different":true}"#.into();
+    let mut other_kind = first.clone();
+    other_kind.kind = "thumbnail".into();
+    for conflicting in [other_payload.clone(), other_kind] {
+        assert_eq!(
+            h.store.job_insert(conflicting).await,
+            Err(StoreError::IdempotencyConflict { existing: a.job.id, key: "order-42".into() })
+        );
+    }
+    let refused = h.store.job_insert_batch(vec![job("pdf", "fresh"), other_payload]).await;
+    assert!(matches!(refused, Err(StoreError::IdempotencyConflict { .. })), "{refused:?}");
+    assert_eq!(
+        h.store.queue_get(q("pdf")).await.unwrap().counts[JobState::Ready.index()],
+        1,
+        "the batch wrote nothing"
+    );
     // The same key in a batch, and on another queue.
     let batch = h.store.job_insert_batch(vec![first.clone(), first.clone()]).await.unwrap();
     assert!(batch.iter().all(|i| !i.created && i.job.id == a.job.id));
@@ -696,7 +714,7 @@ pub async fn events_follow_each_committed_change(h: &Harness) {
         .unwrap();
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let e = live.recv().await.unwrap();
+        let e = live.next(|_| true).await.unwrap();
         assert_eq!(e.job_id, id);
         seen.push((e.kind, e.state, e.version, e.data.clone()));
     }
@@ -786,5 +804,6 @@ fn params_for(worker: &str, queues: &[&str]) -> JobLeaseParams {
         max: 1,
         wait: Duration::ZERO,
         lease_ms: None,
+        max_bytes: usize::MAX,
     }
 }

@@ -51,6 +51,39 @@ pub enum StoreError {
         /// The refused transition.
         source: IllegalTransition,
     },
+    /// The idempotency key is held by a job of another kind or payload: the same key was
+    /// reused for a different request.
+    #[error("idempotency key {key:?} is held by job {existing} with a different kind or payload")]
+    IdempotencyConflict {
+        /// The job that holds the key.
+        existing: JobId,
+        /// The key.
+        key: String,
+    },
+    /// The queue still holds jobs that are waiting, running or dead.
+    #[error(
+        "queue {queue} still holds {jobs} scheduled, ready, running or dead jobs; finish, cancel or redrive them first"
+    )]
+    QueueNotEmpty {
+        /// The queue.
+        queue: QueueName,
+        /// How many jobs it holds.
+        jobs: u64,
+    },
+    /// Creating the queue would pass the limit of queues.
+    #[error("there are already {limit} queues, the most this server keeps; delete unused ones first")]
+    QueueLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// The queue holds its most waiting jobs (`max_ready`); enqueue again once workers drain it.
+    #[error("queue {queue} is full: it holds its limit of {limit} waiting jobs (max_ready)")]
+    QueueFull {
+        /// The queue.
+        queue: QueueName,
+        /// Its limit.
+        limit: u64,
+    },
     /// A value is out of range.
     #[error(transparent)]
     Invalid(#[from] Invalid),
@@ -67,6 +100,25 @@ pub enum StoreError {
 
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An API token as stored: its hash, never the token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRecord {
+    /// Its public id (the `<id>` of `wharf_<id>_<secret>`).
+    pub id: String,
+    /// A name for people.
+    pub name: Option<String>,
+    /// What it may do.
+    pub role: crate::core::auth::Role,
+    /// Which queues it may act on.
+    pub queues: crate::core::auth::QueuePatterns,
+    /// Requests per second it may send; `None` follows the server's default.
+    pub rate: Option<f64>,
+    /// SHA-256 of the whole token.
+    pub hash: [u8; 32],
+    /// When it was created.
+    pub created_at: Timestamp,
+}
 
 /// A job without its payload, progress, result and errors: what listings and enqueue return.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +195,10 @@ pub struct JobLeaseParams {
     pub wait: Duration,
     /// Lease duration, overriding the queue's.
     pub lease_ms: Option<u64>,
+    /// Most payload bytes in one answer: jobs are handed out until their payloads reach this
+    /// (the first one always goes), so `max` jobs of large payloads cannot make an answer of
+    /// hundreds of megabytes.
+    pub max_bytes: usize,
 }
 
 /// A job handed to a worker.
@@ -350,6 +406,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Creates a queue or changes its policy.
     async fn queue_upsert(&self, name: QueueName, patch: QueuePolicyPatch) -> StoreResult<QueueInfo>;
+
+    /// Deletes a queue that holds no waiting, running or dead job, with its finished jobs.
+    async fn queue_delete(&self, name: QueueName) -> StoreResult<()>;
+
+    /// Stores a new token (its hash).
+    async fn token_insert(&self, token: TokenRecord) -> StoreResult<()>;
+
+    /// Every token, oldest first.
+    async fn token_list(&self) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Deletes a token; false if there was none with this id.
+    async fn token_delete(&self, id: String) -> StoreResult<bool>;
 
     /// Sends dead jobs back to `ready` with their attempts reset; returns the jobs moved.
     async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>>;

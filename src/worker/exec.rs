@@ -141,7 +141,10 @@ impl Exec {
             .env("WHARF_MAX_ATTEMPTS", job.max_attempts.to_string())
             .env("WHARF_SERVER", &job.server)
             .env("WHARF_LEASE_TOKEN", &job.lease_token)
-            .env("WHARF_SOCKET", &self.socket);
+            .env("WHARF_SOCKET", &self.socket)
+            // The handler reports through the worker, not the API: it needs no token.
+            .env_remove("WHARF_TOKEN")
+            .env_remove("WHARF_ADMIN_TOKEN");
         if let Some(path) = &self.path_env {
             command.env("PATH", path);
         }

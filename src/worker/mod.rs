@@ -70,6 +70,11 @@ pub struct WorkerConfig {
     pub default_timeout: Option<Duration>,
     /// Serve `GET /health` here. Defaults to none.
     pub health_addr: Option<SocketAddr>,
+    /// The API token, when the server needs one (a `worker` token). Defaults to none.
+    pub token: Option<crate::core::auth::Secret>,
+    /// CA certificates to trust besides the system's (an https server with a private
+    /// certificate). Defaults to none.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -86,6 +91,8 @@ impl WorkerConfig {
             kill_grace: Duration::from_secs(5),
             default_timeout: None,
             health_addr: None,
+            token: None,
+            ca_file: None,
         }
     }
 }

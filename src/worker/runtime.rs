@@ -121,7 +121,11 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// A worker running `handler` for the queues of `config`.
     pub fn new(config: WorkerConfig, handler: impl Handler) -> Result<Self, ClientError> {
-        let client = Client::new(&config.server)?;
+        let options = crate::client::ClientOptions {
+            token: config.token.as_ref().map(|t| t.expose_str().to_owned()),
+            ca_file: config.ca_file.clone(),
+        };
+        let client = Client::with_options(&config.server, &options)?;
         Ok(Worker { config, handler: Arc::new(handler), client })
     }
 

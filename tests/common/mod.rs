@@ -23,8 +23,23 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     data: Option<PathBuf>,
     extra: Vec<String>,
-    /// A plain HTTP client.
+    env: Vec<(String, String)>,
+    /// A plain HTTP client (sending the admin token, on a server that has one).
     pub http: reqwest::Client,
+    /// The admin token, on a server started with one.
+    pub admin_token: Option<String>,
+}
+
+/// The admin token of servers started by [`TestServer::start_secured`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-2f7c9a41d8e3b605";
+
+/// A client that sends `token` (if any) with every request.
+pub fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    }
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build().expect("client")
 }
 
 impl TestServer {
@@ -35,19 +50,30 @@ impl TestServer {
 
     /// Starts a server with extra `serve` flags.
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_full(None, extra, &[]).await
+    }
+
+    /// Starts a server that needs tokens: [`ADMIN_TOKEN`] is its admin token, and `http` sends it.
+    pub async fn start_secured(extra: &[&str]) -> Self {
+        Self::start_full(None, extra, &[("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)]).await
+    }
+
+    /// Starts a server with extra flags and environment variables, on `data` or a fresh dir.
+    pub async fn start_full(data: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(&dir.path().join("data"), "127.0.0.1:0", &extra);
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        TestServer { child: Some(child), base, dir, data: None, extra, http }
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let data_dir = data.map_or_else(|| dir.path().join("data"), Path::to_owned);
+        let (child, base) = try_spawn(&data_dir, "127.0.0.1:0", &extra, &env)
+            .unwrap_or_else(|err| panic!("server did not start: {err}"));
+        let admin_token = env.iter().find(|(k, _)| k == "WHARF_ADMIN_TOKEN").map(|(_, v)| v.clone());
+        let http = http_client(admin_token.as_deref());
+        TestServer { child: Some(child), base, dir, data: data.map(Path::to_owned), extra, env, http, admin_token }
     }
 
     /// Starts a server whose data dir is `data`.
     pub async fn start_at(data: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (child, base) = spawn(data, "127.0.0.1:0", &[]);
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        TestServer { child: Some(child), base, dir, data: Some(data.to_owned()), extra: Vec::new(), http }
+        Self::start_full(Some(data), &[], &[]).await
     }
 
     /// The server's process id.
@@ -97,12 +123,12 @@ impl TestServer {
         let listen = self.base.trim_start_matches("http://").to_owned();
         // The port was just freed; retry briefly in case the kernel has not released it yet.
         for attempt in 0..50 {
-            match try_spawn(&self.data_dir(), &listen, &self.extra) {
+            match try_spawn(&self.data_dir(), &listen, &self.extra, &self.env) {
                 Ok((child, base)) => {
                     self.child = Some(child);
                     self.base = base;
                     // Pooled connections went down with the old process.
-                    self.http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+                    self.http = http_client(self.admin_token.as_deref());
                     return;
                 }
                 Err(err) if attempt < 49 => {
@@ -161,9 +187,15 @@ impl TestServer {
         job["state"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// Runs a client command of the binary against this server; returns (exit code, stdout, stderr).
+    /// Runs a client command of the binary against this server (with the admin token, if it
+    /// has one); returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(wharf_bin()).args(args).env("WHARF_SERVER", &self.base).output().expect("run wharf");
+        let mut command = Command::new(wharf_bin());
+        command.args(args).env("WHARF_SERVER", &self.base);
+        if let Some(token) = &self.admin_token {
+            command.env("WHARF_TOKEN", token);
+        }
+        let out = command.output().expect("run wharf");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -184,16 +216,18 @@ async fn decode(resp: reqwest::Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn spawn(data_dir: &Path, listen: &str, extra: &[String]) -> (Child, String) {
-    try_spawn(data_dir, listen, extra).unwrap_or_else(|err| panic!("server did not start: {err}"))
-}
-
 /// Starts `wharf serve` and waits for its "listening" log line, which carries the address.
-fn try_spawn(data_dir: &Path, listen: &str, extra: &[String]) -> Result<(Child, String), String> {
+fn try_spawn(
+    data_dir: &Path,
+    listen: &str,
+    extra: &[String],
+    env: &[(String, String)],
+) -> Result<(Child, String), String> {
     let mut child = Command::new(wharf_bin())
         .args(["serve", "--listen", listen, "--log-format", "json", "--data-dir"])
         .arg(data_dir)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("WHARF_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -315,6 +349,7 @@ impl TestWorker {
             .args(["worker", "--server", &server.base, "--log-format", "json", "--poll-wait", "2s"])
             .args(args)
             .current_dir(dir)
+            .envs(server.admin_token.as_ref().map(|token| ("WHARF_TOKEN", token)))
             .env("WHARF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(file)

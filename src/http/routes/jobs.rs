@@ -1,5 +1,6 @@
 //! Enqueue, read, list and cancel jobs.
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -10,6 +11,7 @@ use crate::api::{
 };
 use crate::core::JobState;
 use crate::http::AppState;
+use crate::http::auth::{Caller, CallerRate};
 use crate::http::error::{ApiError, ProblemCode};
 use crate::http::extract::{ApiJson, ApiQuery, JobPath, QueuePath};
 use crate::http::views;
@@ -58,8 +60,19 @@ pub async fn enqueue(
 pub async fn enqueue_batch(
     State(state): State<AppState>,
     QueuePath(queue): QueuePath,
+    caller: Caller,
+    Extension(CallerRate(rate)): Extension<CallerRate>,
     ApiJson(req): ApiJson<BatchEnqueueRequest>,
 ) -> Result<(StatusCode, Json<BatchEnqueueResponse>), ApiError> {
+    // The request was charged as one; a batch costs one per job.
+    if let Err(after) = state.auth.charge(&caller, rate, req.jobs.len().saturating_sub(1) as f64) {
+        let mut limited = ApiError::new(
+            ProblemCode::RateLimited,
+            format!("{} jobs is over this token's rate limit; retry in {after}s", req.jobs.len()),
+        );
+        limited.retry_after_secs = Some(after);
+        return Err(limited);
+    }
     let limits = &state.config.limits;
     if req.jobs.len() > limits.max_batch {
         return Err(ApiError::new(
@@ -87,8 +100,14 @@ pub async fn enqueue_batch(
     params(("id" = String, Path, description = "Job id")),
     responses((status = 200, body = JobView), (status = 404, body = Problem))
 )]
-pub async fn get(State(state): State<AppState>, JobPath(id): JobPath) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(views::job(state.store.job_get(id).await?)))
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state.store.job_get(id).await?;
+    caller.check_queue(&job.queue)?;
+    Ok(Json(views::job(job)))
 }
 
 /// A queue's jobs, newest first, a page at a time.
@@ -129,7 +148,14 @@ pub async fn list(
         (status = 409, description = "The job already succeeded or is dead", body = Problem),
     )
 )]
-pub async fn cancel(State(state): State<AppState>, JobPath(id): JobPath) -> Result<Json<CancelResponse>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> Result<Json<CancelResponse>, ApiError> {
+    if !caller.queues.is_all() {
+        caller.check_queue(&state.store.job_get(id).await?.queue)?;
+    }
     let canceled = state.store.job_cancel(id).await?;
     Ok(Json(CancelResponse {
         id: id.to_string(),

@@ -1,16 +1,18 @@
 //! The handlers, one file per resource. Each is thin: extract and validate, call the store,
 //! convert the answer.
 
+pub(super) mod hooks;
 pub(super) mod jobs;
 pub(super) mod ops;
 pub(super) mod queues;
+pub(super) mod tokens;
 pub(super) mod work;
 
 use super::AppState;
 use super::extract::BodyLimit;
 use crate::api::{
     AckRequest, BatchEnqueueRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest, LeaseRequest,
-    QueuePolicyRequest, RedriveRequest, ReleaseRequest,
+    QueuePolicyRequest, RedriveRequest, ReleaseRequest, TokenCreateRequest,
 };
 
 impl BodyLimit for EnqueueRequest {}
@@ -20,6 +22,7 @@ impl BodyLimit for FailRequest {}
 impl BodyLimit for ReleaseRequest {}
 impl BodyLimit for LeaseRequest {}
 impl BodyLimit for QueuePolicyRequest {}
+impl BodyLimit for TokenCreateRequest {}
 
 impl BodyLimit for BatchEnqueueRequest {
     fn body_limit(state: &AppState) -> usize {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::{HealthResponse, Problem};
 use crate::http::AppState;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 
 /// Liveness: answers without touching the store.
@@ -30,8 +31,10 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<HealthResponse>
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
 )]
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let snapshot = state.store.metrics().await?;
+pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let mut snapshot = state.store.metrics().await?;
+    // A token limited to some queues sees the series of those queues.
+    snapshot.queues.retain(|q| caller.sees(&q.queue));
     let mut response = crate::metrics::render(snapshot).into_response();
     response
         .headers_mut()

@@ -6,6 +6,7 @@ use axum::extract::State;
 use crate::api::{Problem, QueueListResponse, QueuePolicyRequest, QueueView, RedriveRequest, RedriveResponse};
 use crate::core::QueuePolicyPatch;
 use crate::http::AppState;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, OptionalJson, QueuePath, job_id};
 use crate::http::views;
@@ -13,9 +14,10 @@ use crate::store::DeadRedriveParams;
 
 /// Every queue with its counts and policy.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = QueueListResponse)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<QueueListResponse>, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<QueueListResponse>, ApiError> {
     let queues = state.store.queue_list().await?;
-    Ok(Json(QueueListResponse { queues: queues.into_iter().map(views::queue).collect() }))
+    let visible = queues.into_iter().filter(|q| caller.sees(q.name.as_str()));
+    Ok(Json(QueueListResponse { queues: visible.map(views::queue).collect() }))
 }
 
 /// One queue.
@@ -50,8 +52,28 @@ pub async fn put(
         concurrency: req.concurrency,
         rate: req.rate,
         paused: req.paused,
+        max_ready: req.max_ready,
     };
     Ok(Json(views::queue(state.store.queue_upsert(queue, patch).await?)))
+}
+
+/// Delete a queue that holds no scheduled, ready, running or dead job; its finished jobs go
+/// with it.
+#[utoipa::path(
+    delete, path = "/v1/queues/{queue}", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem),
+        (status = 409, description = "The queue still holds jobs", body = Problem),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    QueuePath(queue): QueuePath,
+) -> Result<axum::http::StatusCode, ApiError> {
+    state.store.queue_delete(queue).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 async fn set_paused(state: AppState, queue: crate::core::QueueName, paused: bool) -> Result<Json<QueueView>, ApiError> {

@@ -10,6 +10,7 @@ use crate::api::{
 use crate::core::validate::{self, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_LEASE_MS, MAX_WAIT_MS, MIN_LEASE_MS};
 use crate::core::{Invalid, JobId, QueueName};
 use crate::http::AppState;
+use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, JobPath, job_id, lease_token};
 use crate::http::views;
@@ -29,6 +30,7 @@ const MAX_LEASE_QUEUES: usize = 32;
 )]
 pub async fn lease(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, ApiError> {
     let worker_id = validate::name("worker_id", req.worker_id)?;
@@ -41,12 +43,22 @@ pub async fn lease(
         .enumerate()
         .map(|(i, q)| QueueName::parse(q).map_err(|e| ApiError::invalid_request(format!("queues[{i}]"), e.reason)))
         .collect::<Result<Vec<_>, _>>()?;
+    for queue in &queues {
+        caller.check_queue(queue)?;
+    }
     let max = validate::range("max", req.max.unwrap_or(1), 1, MAX_LEASE_BATCH)? as u32;
     let wait_ms = validate::range("wait_ms", req.wait_ms.unwrap_or(0), 0, MAX_WAIT_MS)?;
     let lease_ms = req.lease_ms.map(|ms| validate::range("lease_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)).transpose()?;
     let host = req.host.map(|h| validate::name("host", h)).transpose()?;
-    let params =
-        JobLeaseParams { worker_id, host, queues, max, wait: std::time::Duration::from_millis(wait_ms), lease_ms };
+    let params = JobLeaseParams {
+        worker_id,
+        host,
+        queues,
+        max,
+        wait: std::time::Duration::from_millis(wait_ms),
+        lease_ms,
+        max_bytes: state.config.max_lease_answer_bytes,
+    };
     // A parked long poll must not hold up shutdown: answer empty. The store sees the caller gone
     // and drops the request; if it had just leased jobs to it, it releases them.
     let jobs = tokio::select! {
@@ -58,11 +70,13 @@ pub async fn lease(
 
 /// Workers that asked for work (or sent a heartbeat) in the last minute.
 #[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = WorkerListResponse)))]
-pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerListResponse>, ApiError> {
+pub async fn workers(State(state): State<AppState>, caller: Caller) -> Result<Json<WorkerListResponse>, ApiError> {
     let workers = state.store.worker_list().await?;
     Ok(Json(WorkerListResponse {
         workers: workers
             .into_iter()
+            // A token limited to some queues sees the workers of those queues.
+            .filter(|w| w.queues.iter().any(|q| caller.sees(q.as_str())))
             .map(|w| WorkerView {
                 id: w.id,
                 host: w.host,

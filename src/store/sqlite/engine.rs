@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use rand::Rng as _;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -44,7 +45,7 @@ use crate::metrics::{MetricsSnapshot, QueueMetrics};
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, LeaseHeartbeatParams, LeasedJob, QueueInfo,
-    Settled, StoreError, StoreResult, WorkerInfo,
+    Settled, StoreError, StoreResult, TokenRecord, WorkerInfo,
 };
 
 /// Most commands applied in one transaction.
@@ -72,6 +73,10 @@ pub(super) enum Command {
     QueueList { reply: Reply<Vec<QueueInfo>> },
     QueueGet { name: QueueName, reply: Reply<QueueInfo> },
     QueueUpsert { name: QueueName, patch: QueuePolicyPatch, reply: Reply<QueueInfo> },
+    QueueDelete { name: QueueName, reply: Reply<()> },
+    TokenInsert { token: TokenRecord, reply: Reply<()> },
+    TokenList { reply: Reply<Vec<TokenRecord>> },
+    TokenDelete { id: String, reply: Reply<bool> },
     Redrive { params: DeadRedriveParams, reply: Reply<Vec<JobId>> },
     Prune { limit: u32, reply: Reply<u64> },
     Maintain { reply: Reply<()> },
@@ -99,6 +104,10 @@ impl Command {
             Command::QueueList { reply } => drop(reply.send(Err(err))),
             Command::QueueGet { reply, .. } => drop(reply.send(Err(err))),
             Command::QueueUpsert { reply, .. } => drop(reply.send(Err(err))),
+            Command::QueueDelete { reply, .. } => drop(reply.send(Err(err))),
+            Command::TokenInsert { reply, .. } => drop(reply.send(Err(err))),
+            Command::TokenList { reply } => drop(reply.send(Err(err))),
+            Command::TokenDelete { reply, .. } => drop(reply.send(Err(err))),
             Command::Redrive { reply, .. } => drop(reply.send(Err(err))),
             Command::Prune { reply, .. } => drop(reply.send(Err(err))),
             Command::Maintain { reply } => drop(reply.send(Err(err))),
@@ -165,6 +174,7 @@ impl Batch {
             data: None,
             error: None,
             run_at: None,
+            superseded: false,
         });
         // Just pushed, so the vector is not empty.
         let last = self.events.len() - 1;
@@ -181,6 +191,9 @@ pub(super) fn store_error(err: &rusqlite::Error) -> StoreError {
 }
 
 /// The writer thread's state.
+/// Most tokens a store keeps.
+const MAX_TOKENS: i64 = 10_000;
+
 pub(super) struct Engine {
     conn: Connection,
     checkpointer: Checkpointer,
@@ -188,6 +201,9 @@ pub(super) struct Engine {
     _lock: std::fs::File,
     mem: Memory,
     ids: IdGenerator,
+    /// Draws the secret of every lease token: a ChaCha generator seeded from the OS, cheap
+    /// enough for the lease path and unpredictable to anyone who sees tokens.
+    secrets: rand::rngs::StdRng,
     clock: Arc<dyn Clock>,
     rng: fastrand::Rng,
     events: Arc<EventBus>,
@@ -200,6 +216,8 @@ pub(super) struct Engine {
     id_reserved: i64,
     /// Transactions, operations and commit times, for `/metrics`.
     stats: crate::metrics::StoreMetrics,
+    /// Most queues (see `SqliteConfig::max_queues`).
+    max_queues: usize,
 }
 
 impl Engine {
@@ -209,6 +227,7 @@ impl Engine {
         lock: std::fs::File,
         clock: Arc<dyn Clock>,
         events: Arc<EventBus>,
+        max_queues: usize,
     ) -> rusqlite::Result<Self> {
         let (mem, reserved) = load(&conn)?;
         Ok(Engine {
@@ -217,6 +236,7 @@ impl Engine {
             _lock: lock,
             mem,
             ids: IdGenerator::resume_after(reserved),
+            secrets: rand::SeedableRng::from_os_rng(),
             id_reserved: reserved,
             clock,
             rng: fastrand::Rng::new(),
@@ -225,6 +245,7 @@ impl Engine {
             orphans: Vec::new(),
             stop_waiting: false,
             stats: crate::metrics::StoreMetrics::default(),
+            max_queues,
         })
     }
 
@@ -297,7 +318,8 @@ impl Engine {
     fn process(&mut self, batch: &mut Vec<Command>) {
         let mut cx = Batch { now: self.clock.now(), answers: Vec::new(), events: Vec::new(), maybe_ready: false };
         // Counters describe committed work only: restored if the transaction fails.
-        let counters: Vec<_> = self.mem.queues.iter().map(|q| q.counters.clone()).collect();
+        let counters: Vec<_> =
+            self.mem.queues.iter().map(|q| (Arc::clone(&q.shared_name), q.counters.clone())).collect();
         let operations = batch.len() as u64;
         // Every job with an id up to here was committed by an earlier transaction.
         let durable_ids = self.ids.last();
@@ -393,11 +415,11 @@ impl Engine {
 
     /// Rebuilds memory from the database after a rollback, keeping the since-start counters as
     /// they were before the failed transaction.
-    fn reload(&mut self, counters: Vec<crate::metrics::QueueCounters>) {
+    fn reload(&mut self, counters: Vec<(Arc<str>, crate::metrics::QueueCounters)>) {
         match load(&self.conn) {
             Ok((mut mem, reserved)) => {
-                for (old, saved) in self.mem.queues.iter().zip(counters) {
-                    if let Some(i) = mem.queue_index(old.name.as_str()) {
+                for (name, saved) in counters {
+                    if let Some(i) = mem.queue_index(&name) {
                         mem.queues[i].counters = saved;
                     }
                 }
@@ -414,7 +436,7 @@ impl Engine {
         match cmd {
             Command::Insert { jobs, reply } => {
                 let inserted = self.insert(jobs, cx)?;
-                cx.answer(reply, Ok(inserted));
+                cx.answer(reply, inserted);
             }
             Command::Get { id, reply } => {
                 let job = self.get(id)?;
@@ -477,6 +499,22 @@ impl Engine {
                 let info = self.queue_upsert(name, &patch, cx)?;
                 cx.answer(reply, info);
             }
+            Command::QueueDelete { name, reply } => {
+                let deleted = self.queue_delete(name)?;
+                cx.answer(reply, deleted);
+            }
+            Command::TokenInsert { token, reply } => {
+                let inserted = self.token_insert(&token)?;
+                cx.answer(reply, inserted);
+            }
+            Command::TokenList { reply } => {
+                let tokens = self.token_list()?;
+                cx.answer(reply, Ok(tokens));
+            }
+            Command::TokenDelete { id, reply } => {
+                let deleted = self.conn.prepare_cached(sql::TOKEN_DELETE)?.execute([id])? > 0;
+                cx.answer(reply, Ok(deleted));
+            }
             Command::Redrive { params, reply } => {
                 let moved = self.redrive(params, cx)?;
                 cx.answer(reply, moved);
@@ -501,29 +539,123 @@ impl Engine {
     }
 
     /// The queue's index, creating it with the default policy on first use.
-    fn ensure_queue(&mut self, name: &QueueName, cx: &Batch) -> rusqlite::Result<usize> {
+    fn ensure_queue(&mut self, name: &QueueName, cx: &Batch) -> rusqlite::Result<StoreResult<usize>> {
         if let Some(i) = self.mem.queue_index(name.as_str()) {
-            return Ok(i);
+            return Ok(Ok(i));
+        }
+        if self.mem.queues.len() >= self.max_queues {
+            return Ok(Err(StoreError::QueueLimit { limit: self.max_queues }));
         }
         let policy = QueuePolicy::default();
         write_queue(&self.conn, name, &policy, cx.now)?;
-        Ok(self.mem.add_queue(QueueMem::new(name.clone(), policy)))
+        Ok(Ok(self.mem.add_queue(QueueMem::new(name.clone(), policy))))
     }
 
-    fn insert(&mut self, jobs: Vec<NewJob>, cx: &mut Batch) -> rusqlite::Result<Vec<Inserted>> {
+    fn token_insert(&self, token: &TokenRecord) -> rusqlite::Result<StoreResult<()>> {
+        let count: i64 = self.conn.prepare_cached(sql::TOKEN_COUNT)?.query_row([], |row| row.get(0))?;
+        if count >= MAX_TOKENS {
+            return Ok(Err(StoreError::Invalid(crate::core::Invalid::new(
+                "tokens",
+                format!("there are already {MAX_TOKENS} tokens; revoke unused ones first"),
+            ))));
+        }
+        let queues =
+            (!token.queues.is_all()).then(|| serde_json::to_string(token.queues.as_slice()).unwrap_or_default());
+        self.conn.prepare_cached(sql::TOKEN_INSERT)?.execute(params![
+            token.id,
+            token.name,
+            token.role.as_str(),
+            queues,
+            token.rate,
+            token.hash.as_slice(),
+            token.created_at.as_millis(),
+        ])?;
+        Ok(Ok(()))
+    }
+
+    fn token_list(&self) -> rusqlite::Result<Vec<TokenRecord>> {
+        let mut stmt = self.conn.prepare_cached(sql::TOKEN_ALL)?;
+        let rows = stmt.query_map([], rows::token)?;
+        rows.collect()
+    }
+
+    fn queue_delete(&mut self, name: QueueName) -> rusqlite::Result<StoreResult<()>> {
+        let Some(i) = self.mem.queue_index(name.as_str()) else {
+            return Ok(Err(StoreError::QueueNotFound(name)));
+        };
+        let counts = &self.mem.queues[i].counts;
+        let holding: u64 = [JobState::Scheduled, JobState::Ready, JobState::Running, JobState::Dead]
+            .iter()
+            .map(|s| counts[s.index()])
+            .sum();
+        if holding > 0 {
+            return Ok(Err(StoreError::QueueNotEmpty { queue: name, jobs: holding }));
+        }
+        self.conn.prepare_cached(sql::JOBS_OF_QUEUE_DELETE)?.execute([name.as_str()])?;
+        self.conn.prepare_cached(sql::QUEUE_DELETE)?.execute([name.as_str()])?;
+        self.mem.remove_queue(i);
+        Ok(Ok(()))
+    }
+
+    /// The job that holds `job`'s idempotency key, if any; a conflict if it was asked for with
+    /// another kind or payload.
+    fn holder_of_key(&self, job: &NewJob) -> rusqlite::Result<StoreResult<Option<JobSummary>>> {
+        let Some(key) = &job.idempotency_key else { return Ok(Ok(None)) };
+        let existing = self
+            .conn
+            .prepare_cached(sql::JOB_BY_KEY)?
+            .query_row(params![job.queue.as_str(), key], |row| Ok((rows::summary(row)?, row.get::<_, String>(11)?)))
+            .optional()?;
+        Ok(match existing {
+            Some((summary, payload)) if summary.kind != job.kind || payload != job.payload => {
+                Err(StoreError::IdempotencyConflict { existing: summary.id, key: key.clone() })
+            }
+            existing => Ok(existing.map(|(summary, _)| summary)),
+        })
+    }
+
+    fn insert(&mut self, jobs: Vec<NewJob>, cx: &mut Batch) -> rusqlite::Result<StoreResult<Vec<Inserted>>> {
+        // A conflict refuses the whole batch, so look before changing anything: at the keys
+        // already stored, and at repeats of a key within the batch.
+        let mut in_batch: std::collections::HashMap<(&str, &str), (&str, &str)> = std::collections::HashMap::new();
+        for job in &jobs {
+            if let Err(conflict) = self.holder_of_key(job)? {
+                return Ok(Err(conflict));
+            }
+            if let Some(key) = &job.idempotency_key {
+                let first = in_batch.entry((job.queue.as_str(), key)).or_insert((&job.kind, &job.payload));
+                if *first != (job.kind.as_str(), job.payload.as_str()) {
+                    // Both are new: no job holds the key yet, so there is no id to name.
+                    return Ok(Err(StoreError::Invalid(crate::core::Invalid::new(
+                        "idempotency_key",
+                        format!("{key:?} is used twice in the batch with different kinds or payloads"),
+                    ))));
+                }
+            }
+        }
+        drop(in_batch);
+        // A queue at its `max_ready` takes no more: the whole command is refused.
+        if let Some(first) = jobs.first()
+            && let Some(i) = self.mem.queue_index(first.queue.as_str())
+        {
+            let queue = &self.mem.queues[i];
+            if let Some(limit) = queue.policy.max_ready {
+                let waiting = queue.counts[JobState::Ready.index()] + queue.counts[JobState::Scheduled.index()];
+                if waiting + jobs.len() as u64 > limit {
+                    return Ok(Err(StoreError::QueueFull { queue: first.queue.clone(), limit }));
+                }
+            }
+        }
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let q = self.ensure_queue(&job.queue, cx)?;
-            if let Some(key) = &job.idempotency_key {
-                let existing = self
-                    .conn
-                    .prepare_cached(sql::JOB_BY_KEY)?
-                    .query_row(params![job.queue.as_str(), key], rows::summary)
-                    .optional()?;
-                if let Some(existing) = existing {
-                    out.push(Inserted { job: existing, created: false });
-                    continue;
-                }
+            // Jobs of one command share a queue, so a refusal comes before anything is written.
+            let q = match self.ensure_queue(&job.queue, cx)? {
+                Ok(q) => q,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            if let Ok(Some(existing)) = self.holder_of_key(&job)? {
+                out.push(Inserted { job: existing, created: false });
+                continue;
             }
             let id = self.ids.job_id(cx.now);
             let run_at = job.run_at.unwrap_or(cx.now);
@@ -569,7 +701,7 @@ impl Engine {
                 created: true,
             });
         }
-        Ok(out)
+        Ok(Ok(out))
     }
 
     fn get(&self, id: JobId) -> rusqlite::Result<Option<Job>> {
@@ -614,7 +746,8 @@ impl Engine {
         let queues: Vec<usize> = params.queues.iter().filter_map(|q| self.mem.queue_index(q.as_str())).collect();
         let mut room: Vec<u64> = queues.iter().map(|&i| self.mem.queues[i].startable(now)).collect();
         let mut out = Vec::new();
-        while out.len() < params.max as usize {
+        let mut bytes = 0usize;
+        while out.len() < params.max as usize && bytes < params.max_bytes {
             // The best head across the asked queues: highest priority, then oldest.
             let mut best: Option<(usize, ReadyKey)> = None;
             for (pos, &i) in queues.iter().enumerate() {
@@ -634,7 +767,7 @@ impl Engine {
             queue.ready.remove(&key);
             queue.take_start();
             let lease_ms = params.lease_ms.unwrap_or(queue.policy.lease_ms);
-            let token = self.ids.lease_token(now);
+            let token = self.ids.lease_token(now, self.secrets.random::<u128>().max(1));
             let expires_at = now.plus_millis(lease_ms);
             let (mut job, max_override, ready_at, version) =
                 self.conn.prepare_cached(sql::JOB_LEASE_READ)?.query_row([key.id], |row| {
@@ -664,7 +797,8 @@ impl Engine {
                 expires_at.as_millis(),
                 lease_ms as i64,
                 params.worker_id,
-                now.as_millis()
+                now.as_millis(),
+                rows::secret_bytes(token),
             ])?;
             debug_assert_eq!(changed, 1, "the ready index and the rows agree");
             let queue = &mut self.mem.queues[q];
@@ -690,6 +824,7 @@ impl Engine {
                     ready_at,
                 },
             );
+            bytes += job.payload.len();
             out.push(job);
         }
         Ok(out)
@@ -963,6 +1098,9 @@ impl Engine {
             Ok(next) => next,
             Err(invalid) => return Ok(Err(StoreError::Invalid(invalid))),
         };
+        if existing.is_none() && self.mem.queues.len() >= self.max_queues {
+            return Ok(Err(StoreError::QueueLimit { limit: self.max_queues }));
+        }
         write_queue(&self.conn, &name, &next, cx.now)?;
         let i = match existing {
             Some(i) => i,
@@ -1192,6 +1330,7 @@ fn write_queue(conn: &Connection, name: &QueueName, p: &QueuePolicy, now: Timest
         p.rate,
         p.paused,
         now.as_millis(),
+        p.max_ready.map(|n| n as i64),
     ])?;
     Ok(())
 }
@@ -1215,6 +1354,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
                 concurrency: row.get(7)?,
                 rate: row.get(8)?,
                 paused: row.get(9)?,
+                max_ready: row.get::<_, Option<i64>>(10)?.map(|n| n.max(1) as u64),
             };
             Ok(QueueMem::new(name, policy))
         })?;
@@ -1253,7 +1393,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
             Ok((
                 row.get::<_, i64>(0)?,
                 Lease {
-                    token: LeaseToken::from_raw(row.get(1)?),
+                    token: rows::lease_token(row, 1, 12)?.unwrap_or(LeaseToken::from_raw(0)),
                     expires_at: Timestamp::from_millis(row.get(2)?),
                     queue: i,
                     lease_ms: lease_ms.map_or(30_000, |ms| ms.max(1) as u64),

@@ -200,6 +200,19 @@ impl Memory {
         index
     }
 
+    /// Removes queue `index`; the queues after it move down one place, and the leases that
+    /// point at them follow.
+    pub fn remove_queue(&mut self, index: usize) {
+        self.queues.remove(index);
+        self.by_name = self.queues.iter().enumerate().map(|(i, q)| (q.name.as_str().to_owned(), i)).collect();
+        for lease in self.leases.values_mut() {
+            debug_assert_ne!(lease.queue, index, "a queue with running jobs is not removed");
+            if lease.queue > index {
+                lease.queue -= 1;
+            }
+        }
+    }
+
     pub fn insert_lease(&mut self, id: i64, lease: Lease) {
         self.expiries.insert((lease.expires_at.as_millis(), id));
         self.leases.insert(id, lease);

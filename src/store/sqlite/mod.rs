@@ -25,7 +25,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, LeaseHeartbeatParams, LeasedJob, QueueInfo, Settled,
-    Store, StoreError, StoreResult, WorkerInfo,
+    Store, StoreError, StoreResult, TokenRecord, WorkerInfo,
 };
 
 mod checkpoint;
@@ -56,12 +56,16 @@ pub struct SqliteConfig {
     /// Operations that may wait for the writer before callers get [`StoreError::Busy`].
     /// Defaults to 65,536.
     pub queue_depth: usize,
+    /// Most queues; creating one more is refused with [`StoreError::QueueLimit`]. Every queue
+    /// costs memory and lines of `/metrics`, and queues are created by their first job, so
+    /// without a bound a client could create them without end. Defaults to 1,000.
+    pub max_queues: usize,
 }
 
 impl SqliteConfig {
     /// The defaults for a database at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteConfig { path: path.into(), durability: Durability::Fsync, queue_depth: 65_536 }
+        SqliteConfig { path: path.into(), durability: Durability::Fsync, queue_depth: 65_536, max_queues: 1_000 }
     }
 }
 
@@ -174,7 +178,7 @@ impl SqliteStore {
             }
         })?;
         let checkpointer = checkpoint::Checkpointer::start(&config.path, synchronous).map_err(classify)?;
-        let engine = Engine::new(conn, checkpointer, lock, clock, events).map_err(classify)?;
+        let engine = Engine::new(conn, checkpointer, lock, clock, events, config.max_queues).map_err(classify)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_depth);
         let thread =
             std::thread::Builder::new().name("wharf-store".into()).spawn(move || engine.run(rx)).map_err(|e| {
@@ -303,6 +307,22 @@ impl Store for SqliteStore {
         self.call(|reply| Command::QueueUpsert { name, patch, reply }).await
     }
 
+    async fn queue_delete(&self, name: QueueName) -> StoreResult<()> {
+        self.call(|reply| Command::QueueDelete { name, reply }).await
+    }
+
+    async fn token_insert(&self, token: TokenRecord) -> StoreResult<()> {
+        self.call(|reply| Command::TokenInsert { token, reply }).await
+    }
+
+    async fn token_list(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.call(|reply| Command::TokenList { reply }).await
+    }
+
+    async fn token_delete(&self, id: String) -> StoreResult<bool> {
+        self.call(|reply| Command::TokenDelete { id, reply }).await
+    }
+
     async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>> {
         self.call(|reply| Command::Redrive { params, reply }).await
     }
@@ -348,7 +368,7 @@ mod tests {
 
     use super::{SqliteConfig, SqliteStore};
     use crate::core::time::ManualClock;
-    use crate::events::EventBus;
+    use crate::events::{EventBus, RingLimits};
     use crate::store::Store;
     use crate::store::conformance::{Harness, START, store_conformance_suite};
 
@@ -356,7 +376,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("wharf.db");
         let clock = ManualClock::new(START);
-        let events = Arc::new(EventBus::new(1024, 0));
+        let events = Arc::new(EventBus::new(RingLimits { max_events: 1024, ..RingLimits::default() }, 0));
         let open = move |clock: &ManualClock, events: Arc<EventBus>| -> Arc<dyn Store> {
             Arc::new(SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone()), events).expect("open store"))
         };
@@ -370,7 +390,7 @@ mod tests {
     async fn a_second_server_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wharf.db");
-        let events = Arc::new(EventBus::new(16, 0));
+        let events = Arc::new(EventBus::new(RingLimits { max_events: 16, ..RingLimits::default() }, 0));
         let first = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), Arc::clone(&events))
             .unwrap();
         let second = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), events);
@@ -387,7 +407,7 @@ mod tests {
         let err = SqliteStore::open(
             SqliteConfig::new(&file),
             Arc::new(ManualClock::new(START)),
-            Arc::new(EventBus::new(16, 0)),
+            Arc::new(EventBus::new(RingLimits { max_events: 16, ..RingLimits::default() }, 0)),
         )
         .expect_err("garbage is not a database");
         assert!(err.to_string().contains("not a usable wharf database"), "{err}");

@@ -35,6 +35,42 @@ fn opt_u32(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<u32>> {
     Ok(row.get::<_, Option<i64>>(column)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32))
 }
 
+/// The lease token in columns `seq` and `secret` (a 16-byte big-endian blob, or NULL for a
+/// token from before secrets).
+pub(super) fn lease_token(row: &Row<'_>, seq: usize, secret: usize) -> rusqlite::Result<Option<LeaseToken>> {
+    let Some(raw) = row.get::<_, Option<i64>>(seq)? else { return Ok(None) };
+    let secret = match row.get::<_, Option<Vec<u8>>>(secret)? {
+        None => 0,
+        Some(bytes) => u128::from_be_bytes(bytes.try_into().map_err(|_| corrupt(secret, "lease secret"))?),
+    };
+    Ok(Some(LeaseToken::from_parts(raw, secret)))
+}
+
+/// A lease secret as stored.
+pub(super) fn secret_bytes(token: LeaseToken) -> Option<[u8; 16]> {
+    (token.secret() != 0).then(|| token.secret().to_be_bytes())
+}
+
+/// A token from `TOKEN_ALL`'s columns.
+pub(super) fn token(row: &Row<'_>) -> rusqlite::Result<crate::store::TokenRecord> {
+    let role: String = row.get(2)?;
+    let queues: Option<String> = row.get(3)?;
+    let patterns: Vec<String> = match queues {
+        Some(text) => serde_json::from_str(&text).map_err(|_| corrupt(3, "token queues"))?,
+        None => Vec::new(),
+    };
+    let hash: Vec<u8> = row.get(5)?;
+    Ok(crate::store::TokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: role.parse().map_err(|_| corrupt(2, "token role"))?,
+        queues: crate::core::auth::QueuePatterns::parse(&patterns).map_err(|_| corrupt(3, "token queues"))?,
+        rate: row.get(4)?,
+        hash: hash.try_into().map_err(|_| corrupt(5, "token hash"))?,
+        created_at: ts(row, 6)?,
+    })
+}
+
 pub(super) fn metadata_from(text: Option<String>) -> BTreeMap<String, String> {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
@@ -95,7 +131,7 @@ pub(super) fn job(row: &Row<'_>, queue_max_attempts: impl Fn(&QueueName) -> u32)
         result: row.get(13)?,
         errors: errors_from(row.get(14)?),
         cancel_requested: row.get(15)?,
-        lease_token: row.get::<_, Option<i64>>(16)?.map(LeaseToken::from_raw),
+        lease_token: lease_token(row, 16, 23)?,
         lease_expires_at: opt_ts(row, 17)?,
         worker_id: row.get(18)?,
         created_at: ts(row, 19)?,

@@ -7,7 +7,8 @@
 
 /// Versioned schema migrations, applied in order at open; `PRAGMA user_version` records how many
 /// have run.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_hardening.sql")];
 
 /// The columns of a [`JobSummary`](crate::store::JobSummary), in `rows::summary` order.
 macro_rules! summary_columns {
@@ -18,16 +19,23 @@ macro_rules! summary_columns {
 
 /// All queues with their policies, at start.
 pub(super) const QUEUE_ALL: &str = "SELECT name, lease_ms, max_attempts, backoff_base_ms, backoff_factor, \
-     backoff_cap_ms, retention_ms, concurrency, rate, paused FROM queues ORDER BY name";
+     backoff_cap_ms, retention_ms, concurrency, rate, paused, max_ready FROM queues ORDER BY name";
 
 /// Creates a queue or replaces its policy.
 pub(super) const QUEUE_UPSERT: &str = "INSERT INTO queues (name, lease_ms, max_attempts, backoff_base_ms, \
-     backoff_factor, backoff_cap_ms, retention_ms, concurrency, rate, paused, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     backoff_factor, backoff_cap_ms, retention_ms, concurrency, rate, paused, created_at, max_ready) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
      ON CONFLICT (name) DO UPDATE SET lease_ms = excluded.lease_ms, max_attempts = excluded.max_attempts, \
      backoff_base_ms = excluded.backoff_base_ms, backoff_factor = excluded.backoff_factor, \
      backoff_cap_ms = excluded.backoff_cap_ms, retention_ms = excluded.retention_ms, \
-     concurrency = excluded.concurrency, rate = excluded.rate, paused = excluded.paused";
+     concurrency = excluded.concurrency, rate = excluded.rate, paused = excluded.paused, \
+     max_ready = excluded.max_ready";
+
+/// Deletes a queue's jobs, before the queue itself (only finished ones remain by then).
+pub(super) const JOBS_OF_QUEUE_DELETE: &str = "DELETE FROM jobs WHERE queue = ?1";
+
+/// Deletes a queue.
+pub(super) const QUEUE_DELETE: &str = "DELETE FROM queues WHERE name = ?1";
 
 /// Jobs per queue and state, at start. Served by the `(queue, state, id)` index alone.
 pub(super) const COUNT_BY_QUEUE_STATE: &str = "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state";
@@ -40,7 +48,7 @@ pub(super) const SCHEDULED_OF_QUEUE: &str = "SELECT id, run_at FROM jobs WHERE q
 
 /// Running jobs of a queue with their leases, at start.
 pub(super) const RUNNING_OF_QUEUE: &str = "SELECT id, lease_token, lease_expires_at, lease_ms, started_at, attempt, \
-     max_attempts, cancel_requested, version, priority, run_at, COALESCE(worker_id, '') \
+     max_attempts, cancel_requested, version, priority, run_at, COALESCE(worker_id, ''), lease_secret \
      FROM jobs WHERE queue = ?1 AND state = 'running'";
 
 /// Where id generation resumes: past the reservation and past every stored id.
@@ -53,19 +61,34 @@ pub(super) const META_ID_RESERVED_GET: &str = "SELECT MAX(COALESCE((SELECT value
 pub(super) const META_ID_RESERVED_SET: &str =
     "INSERT INTO meta (key, value) VALUES ('id_reserved', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
+/// Stores a token.
+pub(super) const TOKEN_INSERT: &str =
+    "INSERT INTO tokens (id, name, role, queues, rate, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// Every token, oldest first.
+pub(super) const TOKEN_ALL: &str =
+    "SELECT id, name, role, queues, rate, hash, created_at FROM tokens ORDER BY created_at, id";
+
+/// How many tokens exist.
+pub(super) const TOKEN_COUNT: &str = "SELECT COUNT(*) FROM tokens";
+
+/// Revokes a token.
+pub(super) const TOKEN_DELETE: &str = "DELETE FROM tokens WHERE id = ?1";
+
 /// Enqueue.
 pub(super) const JOB_INSERT: &str = "INSERT INTO jobs (id, queue, kind, state, priority, run_at, max_attempts, \
      timeout_ms, idempotency_key, payload, metadata, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
-/// The job holding an idempotency key in a queue (partial unique index).
+/// The job holding an idempotency key in a queue (partial unique index), with its payload: a
+/// repeat must ask for the same kind and payload to be a repeat.
 pub(super) const JOB_BY_KEY: &str =
-    concat!("SELECT ", summary_columns!(), " FROM jobs WHERE queue = ?1 AND idempotency_key = ?2");
+    concat!("SELECT ", summary_columns!(), ", payload FROM jobs WHERE queue = ?1 AND idempotency_key = ?2");
 
 /// A whole job.
 pub(super) const JOB_GET: &str = "SELECT id, queue, kind, payload, priority, state, run_at, attempt, max_attempts, \
      timeout_ms, idempotency_key, metadata, progress, result, errors, cancel_requested, lease_token, \
-     lease_expires_at, worker_id, created_at, started_at, finished_at, version FROM jobs WHERE id = ?1";
+     lease_expires_at, worker_id, created_at, started_at, finished_at, version, lease_secret FROM jobs WHERE id = ?1";
 
 /// A job's state, to tell "unknown job" from "stale token" after a fencing check fails.
 pub(super) const JOB_STATE: &str = "SELECT state FROM jobs WHERE id = ?1";
@@ -85,7 +108,7 @@ pub(super) const JOB_LEASE_READ: &str = "SELECT kind, payload, attempt, max_atte
 /// rows in a temporary table, which costs more than the statement itself. The writer knows
 /// every value it would return.)
 pub(super) const JOB_LEASE: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = ?2, \
-     lease_expires_at = ?3, lease_ms = ?4, worker_id = ?5, started_at = ?6, version = version + 1 \
+     lease_expires_at = ?3, lease_ms = ?4, worker_id = ?5, started_at = ?6, lease_secret = ?7, version = version + 1 \
      WHERE id = ?1 AND state = 'ready'";
 
 /// Extends a lease, recording progress when given (only progress is an event, so only progress
@@ -95,17 +118,17 @@ pub(super) const LEASE_HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?2,
 
 /// A successful attempt.
 pub(super) const JOB_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
-     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
+     lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
 
 /// A failed attempt (by report or lease expiry): appends to `errors`, then retry, dead or canceled.
 pub(super) const JOB_FAIL: &str = "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
-     lease_token = NULL, lease_expires_at = NULL, \
+     lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, \
      errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object('at', ?5, 'attempt', attempt, 'message', ?6)), \
      version = version + 1 WHERE id = ?1 AND lease_token = ?7";
 
 /// A released lease: the attempt is given back.
 pub(super) const JOB_RELEASE: &str = "UPDATE jobs SET state = ?2, attempt = attempt - 1, finished_at = ?3, \
-     lease_token = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
+     lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
 
 /// What a cancel needs to decide.
 pub(super) const JOB_CANCEL_LOOKUP: &str =
