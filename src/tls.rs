@@ -89,13 +89,14 @@ impl ResolvesServerCert for CertSlot {
     }
 }
 
-/// Reloads `slot` on every SIGHUP, for as long as the server runs.
+/// Reloads `slot` on every SIGHUP, for as long as the server runs. The handler is in place
+/// when this returns, so a SIGHUP that comes early cannot stop the server.
 pub fn reload_on_sighup(slot: Arc<CertSlot>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the certificate will not be reloaded");
+        return;
+    };
     tokio::spawn(async move {
-        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; the certificate will not be reloaded");
-            return;
-        };
         while hangups.recv().await.is_some() {
             match slot.reload() {
                 Ok(()) => tracing::info!(cert = %slot.files.cert.display(), "TLS certificate reloaded"),

@@ -55,6 +55,9 @@ pub struct Requirement {
     pub action: Action,
     /// How its queue is checked.
     pub scope: Scope,
+    /// Its handler charges the caller's rate limit one per job (a batch), instead of this
+    /// layer charging one per request.
+    pub per_job: bool,
 }
 
 /// Routes that need no token.
@@ -65,12 +68,13 @@ pub const PUBLIC_ROUTES: [&str; 3] = ["/health", "/ready", "/v1/hooks/{name}"];
 pub fn requirement(method: &Method, path: &str) -> Option<Requirement> {
     use Action::*;
     use Scope::*;
-    let need = |action, scope| Some(Requirement { action, scope });
+    let need = |action, scope| Some(Requirement { action, scope, per_job: false });
     let read = *method == Method::GET || *method == Method::HEAD;
     match (path, read) {
         ("/v1/queues/{queue}/jobs", true) | ("/v1/queues/{queue}", true) => need(Read, PathQueue),
-        ("/v1/queues/{queue}/jobs" | "/v1/queues/{queue}/jobs/batch", false) if *method == Method::POST => {
-            need(Enqueue, PathQueue)
+        ("/v1/queues/{queue}/jobs", false) if *method == Method::POST => need(Enqueue, PathQueue),
+        ("/v1/queues/{queue}/jobs/batch", false) if *method == Method::POST => {
+            Some(Requirement { action: Enqueue, scope: PathQueue, per_job: true })
         }
         ("/v1/jobs/{id}" | "/v1/jobs/{id}/events", true) => need(Read, Handler),
         ("/v1/jobs/{id}/cancel", false) => need(Cancel, Handler),
@@ -185,12 +189,12 @@ impl Auth {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    fn authenticate(&self, header: Option<&HeaderValue>) -> Result<(Caller, Option<f64>), ApiError> {
+    /// Who sends this `Authorization` header (its raw bytes), and the rate they may send at.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<(Caller, Option<f64>), ApiError> {
         let Some(admin) = &self.admin else { return Ok((Caller::anonymous(), self.default_rate)) };
         let unauthorized = |detail: &str| ApiError::new(ProblemCode::Unauthorized, detail);
         let header = header.ok_or_else(|| unauthorized("this server needs a token: Authorization: Bearer TOKEN"))?;
-        let presented = header
-            .to_str()
+        let presented = std::str::from_utf8(header)
             .ok()
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
@@ -235,8 +239,7 @@ struct Bucket {
     at: Instant,
 }
 
-/// The rate a caller was given, for handlers that charge more than one request's worth (a
-/// batch of jobs).
+/// The rate a caller was given, for handlers that charge per job (a batch).
 #[derive(Clone, Copy, Debug)]
 pub struct CallerRate(pub Option<f64>);
 
@@ -252,10 +255,11 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         tracing::error!(method = %req.method(), path, "no access rule for this route; refused");
         return ApiError::new(ProblemCode::Forbidden, "this route has no access rule").into_response();
     };
-    let (caller, rate) = match state.auth.authenticate(req.headers().get(header::AUTHORIZATION)) {
-        Ok(found) => found,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let (caller, rate) =
+        match state.auth.authenticate(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+            Ok(found) => found,
+            Err(refusal) => return refusal.into_response(),
+        };
     if !caller.role.allows(need.action) {
         return ApiError::new(
             ProblemCode::Forbidden,
@@ -280,7 +284,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     if !queue_ok {
         return ApiError::new(ProblemCode::Forbidden, "this token may not act on this queue").into_response();
     }
-    if let Err(after) = state.auth.charge(&caller, rate, 1.0) {
+    if !need.per_job
+        && let Err(after) = state.auth.charge(&caller, rate, 1.0)
+    {
         let mut limited = ApiError::new(
             ProblemCode::RateLimited,
             format!("this token is over its rate limit of {}/s; retry in {after}s", rate.unwrap_or_default()),
@@ -334,16 +340,16 @@ mod tests {
     fn tokens_authenticate_by_hash_and_revocation_is_immediate() {
         let (secret, record) = token(Role::Producer, &["pdf*"], None);
         let auth = Auth::new(Some("the-admin-token-0123456789"), vec![record.clone()], None);
-        let (caller, _) = auth.authenticate(Some(&bearer(&secret))).unwrap();
+        let (caller, _) = auth.authenticate(Some(bearer(&secret).as_bytes())).unwrap();
         assert_eq!((caller.role, caller.sees("pdf-1"), caller.sees("labs")), (Role::Producer, true, false));
-        let (admin, _) = auth.authenticate(Some(&bearer("the-admin-token-0123456789"))).unwrap();
+        let (admin, _) = auth.authenticate(Some(bearer("the-admin-token-0123456789").as_bytes())).unwrap();
         assert_eq!(admin.role, Role::Admin);
         for bad in [None, Some(bearer("nope")), Some(HeaderValue::from_static("Basic abc"))] {
-            let err = auth.authenticate(bad.as_ref()).unwrap_err();
+            let err = auth.authenticate(bad.as_ref().map(HeaderValue::as_bytes)).unwrap_err();
             assert_eq!(err.code, ProblemCode::Unauthorized);
         }
         auth.remove(&record.id);
-        assert!(auth.authenticate(Some(&bearer(&secret))).is_err());
+        assert!(auth.authenticate(Some(bearer(&secret).as_bytes())).is_err());
     }
 
     #[test]

@@ -199,6 +199,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.code == ProblemCode::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         // Every answer that says "not now" says when to try again.
         match self.code {
             ProblemCode::Overloaded | ProblemCode::Unavailable | ProblemCode::QueueFull => {

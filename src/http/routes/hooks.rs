@@ -83,14 +83,18 @@ async fn accept(state: AppState, name: String, req: Request) -> Result<Response,
     };
     tracing::info!(hook = %hook.name, job_id = %id, queue = %hook.queue, repeat = !created, "webhook delivery accepted");
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    // The job's id in a header too, for senders whose answer body is not JSON.
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = header::HeaderValue::from_str(&id.to_string()) {
+        headers.insert("x-wharf-job-id", value);
+    }
     if matches!(hook.verifier, Verifier::Twilio { .. }) {
         // Twilio reads the answer as TwiML: an empty response does nothing.
         let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
-        let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/xml"));
         return Ok((status, headers, twiml).into_response());
     }
-    Ok((status, axum::Json(HookAccepted { id: id.to_string(), repeat: !created })).into_response())
+    Ok((status, headers, axum::Json(HookAccepted { id: id.to_string(), repeat: !created })).into_response())
 }
 
 /// The idempotency key of a delivery: readable when it fits, hashed when it would not.

@@ -64,8 +64,8 @@ pub async fn enqueue_batch(
     Extension(CallerRate(rate)): Extension<CallerRate>,
     ApiJson(req): ApiJson<BatchEnqueueRequest>,
 ) -> Result<(StatusCode, Json<BatchEnqueueResponse>), ApiError> {
-    // The request was charged as one; a batch costs one per job.
-    if let Err(after) = state.auth.charge(&caller, rate, req.jobs.len().saturating_sub(1) as f64) {
+    // A batch costs one per job (see `auth::Requirement::per_job`).
+    if let Err(after) = state.auth.charge(&caller, rate, req.jobs.len().max(1) as f64) {
         let mut limited = ApiError::new(
             ProblemCode::RateLimited,
             format!("{} jobs is over this token's rate limit; retry in {after}s", req.jobs.len()),
