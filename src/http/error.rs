@@ -237,6 +237,24 @@ mod tests {
     }
 
     #[test]
+    fn every_not_now_answer_says_when_to_retry() {
+        for (code, after) in [
+            (ProblemCode::InsufficientStorage, "30"),
+            (ProblemCode::Overloaded, "1"),
+            (ProblemCode::Unavailable, "1"),
+            (ProblemCode::QueueFull, "1"),
+        ] {
+            let response = ApiError::new(code, "not now").into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], after, "{code:?}");
+        }
+        let mut limited = ApiError::new(ProblemCode::RateLimited, "slow down");
+        limited.retry_after_secs = Some(7);
+        assert_eq!(limited.into_response().headers()[header::RETRY_AFTER], "7");
+        let full: ApiError = StoreError::Full.into();
+        assert_eq!(full.into_response().status(), StatusCode::INSUFFICIENT_STORAGE);
+    }
+
+    #[test]
     fn invalid_values_map_to_422_and_sizes_to_413() {
         let e: ApiError = Invalid::new("priority", "too high").into();
         assert_eq!((e.code.status().as_u16(), e.field.as_deref()), (422, Some("priority")));
