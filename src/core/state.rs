@@ -8,8 +8,10 @@
 //!  scheduled|ready ──cancel──▶ canceled          dead ──redrive──▶ ready
 //! ```
 //!
-//! Stores call these functions to decide; they never encode a transition of their own, and they
-//! `debug_assert!(allowed(from, to))` on every change they write.
+//! Stores call these functions to decide, and write what they decide as a [`Transition`]: the
+//! states, what happens to the attempt count, and why. A transition can only be built along an
+//! edge of the lifecycle ([`Transition::new`] refuses any other, in release builds too), and
+//! stores apply the attempt change it names rather than doing their own arithmetic.
 
 use super::backoff::Backoff;
 use super::job::JobState;
@@ -31,6 +33,152 @@ pub fn allowed(from: JobState, to: JobState) -> bool {
             | (Running, Canceled)
             | (Dead, Ready)
     )
+}
+
+/// What a transition does to a job's attempt count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptChange {
+    /// Unchanged.
+    Keep,
+    /// One more: a lease starts an attempt.
+    Next,
+    /// One less: a released lease gives its attempt back.
+    GiveBack,
+    /// Back to zero: a redriven job starts over.
+    Reset,
+}
+
+/// Why a job changed state: for metrics, logs and events, never compared as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A worker leased it.
+    Leased,
+    /// Its worker reported success.
+    Completed,
+    /// Its worker reported a failure.
+    Failed,
+    /// Its lease ran out.
+    LeaseExpired,
+    /// Its worker gave the lease back (shutdown).
+    Released,
+    /// Someone canceled it.
+    Canceled,
+    /// Its time came.
+    Promoted,
+    /// It was sent back from the dead-letter queue.
+    Redriven,
+}
+
+/// The error message recorded for an attempt whose lease ran out.
+pub const LEASE_EXPIRED_MESSAGE: &str = "lease expired";
+
+/// One change of a job's state, decided here and applied by a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The state it leaves.
+    pub from: JobState,
+    /// The state it enters.
+    pub to: JobState,
+    /// What becomes of the attempt count.
+    pub attempt: AttemptChange,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// A transition the lifecycle does not have: a bug in whoever asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no transition from {from} to {to} ({reason:?})")]
+pub struct NoSuchTransition {
+    /// The state it would leave.
+    pub from: JobState,
+    /// The state it would enter.
+    pub to: JobState,
+    /// Why it was asked for.
+    pub reason: Reason,
+}
+
+impl Transition {
+    /// A transition along an edge of the lifecycle; any other is refused.
+    pub fn new(from: JobState, to: JobState, attempt: AttemptChange, reason: Reason) -> Result<Self, NoSuchTransition> {
+        if allowed(from, to) {
+            Ok(Transition { from, to, attempt, reason })
+        } else {
+            Err(NoSuchTransition { from, to, reason })
+        }
+    }
+
+    /// The attempt count after this transition, from the count before.
+    pub fn attempt_after(self, before: u32) -> u32 {
+        match self.attempt {
+            AttemptChange::Keep => before,
+            AttemptChange::Next => before + 1,
+            AttemptChange::GiveBack => before.saturating_sub(1),
+            AttemptChange::Reset => 0,
+        }
+    }
+
+    /// Whether the job is finished after it.
+    pub fn finishes(self) -> bool {
+        self.to.is_terminal()
+    }
+}
+
+/// A ready job taken by a worker.
+pub fn lease() -> Transition {
+    Transition { from: JobState::Ready, to: JobState::Running, attempt: AttemptChange::Next, reason: Reason::Leased }
+}
+
+/// A running job whose worker reported success.
+pub fn complete() -> Transition {
+    Transition {
+        from: JobState::Running,
+        to: JobState::Succeeded,
+        attempt: AttemptChange::Keep,
+        reason: Reason::Completed,
+    }
+}
+
+/// A running job whose attempt failed (`reason` says how: a report or an expired lease), with
+/// `after` decided by [`after_failure`].
+pub fn fail(after: AfterFailure, now: Timestamp, reason: Reason) -> Transition {
+    Transition { from: JobState::Running, to: after.state(now), attempt: AttemptChange::Keep, reason }
+}
+
+/// A running job whose worker gave its lease back.
+pub fn release(cancel_requested: bool) -> Transition {
+    Transition {
+        from: JobState::Running,
+        to: after_release(cancel_requested),
+        attempt: AttemptChange::GiveBack,
+        reason: Reason::Released,
+    }
+}
+
+/// A waiting job whose time came.
+pub fn promote() -> Transition {
+    Transition {
+        from: JobState::Scheduled,
+        to: JobState::Ready,
+        attempt: AttemptChange::Keep,
+        reason: Reason::Promoted,
+    }
+}
+
+/// A waiting job canceled at once; `from` is its state (scheduled or ready).
+pub fn cancel_now(from: JobState) -> Result<Transition, NoSuchTransition> {
+    match from {
+        JobState::Scheduled | JobState::Ready => {
+            Transition::new(from, JobState::Canceled, AttemptChange::Keep, Reason::Canceled)
+        }
+        // A running job is canceled through its attempt's end, not at once.
+        _ => Err(NoSuchTransition { from, to: JobState::Canceled, reason: Reason::Canceled }),
+    }
+}
+
+/// A dead job sent back to ready with its attempts reset; refused for any other state.
+pub fn redrive_now(from: JobState) -> Result<Transition, IllegalTransition> {
+    redrive(from)?;
+    Ok(Transition { from, to: JobState::Ready, attempt: AttemptChange::Reset, reason: Reason::Redriven })
 }
 
 /// An action that the job's state does not allow.
@@ -172,6 +320,27 @@ mod tests {
         assert_eq!(after.state(NOW), JobState::Scheduled);
         let now_retry = FailedAttempt { retry_in_ms: Some(0), ..failed(1, 3) };
         assert_eq!(after_failure(now_retry, &Backoff::default(), NOW, &mut rng).state(NOW), JobState::Ready);
+    }
+
+    #[test]
+    fn transitions_exist_only_along_the_lifecycle() {
+        use JobState::*;
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                let built = Transition::new(from, to, AttemptChange::Keep, Reason::Failed);
+                assert_eq!(built.is_ok(), allowed(from, to), "{from} -> {to}");
+            }
+        }
+        for t in [lease(), complete(), release(false), release(true), promote()] {
+            assert!(allowed(t.from, t.to), "{t:?}");
+        }
+        assert_eq!(lease().attempt_after(2), 3);
+        assert_eq!(release(false).attempt_after(3), 2);
+        assert_eq!(redrive_now(Dead).unwrap().attempt_after(3), 0);
+        assert!(redrive_now(Ready).is_err());
+        assert!(cancel_now(Running).is_err() && cancel_now(Ready).is_ok());
+        let expired = fail(AfterFailure::Dead, NOW, Reason::LeaseExpired);
+        assert_eq!((expired.from, expired.to, expired.attempt_after(3)), (Running, Dead, 3));
     }
 
     #[test]
