@@ -122,9 +122,13 @@ pub struct EventBus {
 #[derive(Debug)]
 struct Ring {
     events: VecDeque<Arc<JobEvent>>,
-    /// The `seq` of `events[0]` (or of the next event, when empty).
+    /// The position of `events[0]` (or of the next event, when empty). Positions are this
+    /// bus's own; an event's `seq` is its id for clients, the same as its position unless the
+    /// store numbers events itself (see [`EventBus::numbered`]).
     first_seq: u64,
     next_seq: u64,
+    /// Position of each event by its `seq`, when the store numbers events.
+    by_seq: Option<HashMap<u64, u64>>,
     bytes: usize,
     limits: RingLimits,
     /// Each job's latest event in the ring, if it is a progress event: the one a new progress
@@ -138,7 +142,11 @@ impl Ring {
     }
 
     fn push(&mut self, event: Arc<JobEvent>) {
-        let (job, seq) = (event.job_id, event.seq);
+        let (job, seq) = (event.job_id, self.next_seq);
+        self.next_seq += 1;
+        if let Some(by_seq) = &mut self.by_seq {
+            by_seq.insert(event.seq, seq);
+        }
         if event.kind == EventKind::Progress {
             if let Some(previous) = self.last_progress.insert(job, seq)
                 && let Some(index) = previous.checked_sub(self.first_seq).and_then(|i| usize::try_from(i).ok())
@@ -159,10 +167,13 @@ impl Ring {
         {
             let Some(old) = self.events.pop_front() else { break };
             self.bytes -= old.size();
-            self.first_seq += 1;
-            if self.last_progress.get(&old.job_id) == Some(&old.seq) {
+            if self.last_progress.get(&old.job_id) == Some(&self.first_seq) {
                 self.last_progress.remove(&old.job_id);
             }
+            if let Some(by_seq) = &mut self.by_seq {
+                by_seq.remove(&old.seq);
+            }
+            self.first_seq += 1;
         }
     }
 }
@@ -227,12 +238,23 @@ impl EventBus {
     /// A bus that keeps what `limits` allow; sequence numbers start at `first_seq` (the boot
     /// time in microseconds, so ids of an earlier run are smaller than any of this one).
     pub fn new(limits: RingLimits, first_seq: u64) -> Self {
+        Self::with_numbering(limits, first_seq, None)
+    }
+
+    /// A bus whose events come numbered by the store ([`EventBus::publish_numbered`]), the
+    /// same numbers on every node that shares the store.
+    pub fn numbered(limits: RingLimits) -> Self {
+        Self::with_numbering(limits, 1, Some(HashMap::new()))
+    }
+
+    fn with_numbering(limits: RingLimits, first_seq: u64, by_seq: Option<HashMap<u64, u64>>) -> Self {
         let (tip, _) = watch::channel(first_seq);
         EventBus {
             ring: Mutex::new(Ring {
                 events: VecDeque::new(),
                 first_seq,
                 next_seq: first_seq,
+                by_seq,
                 bytes: 0,
                 limits,
                 last_progress: HashMap::new(),
@@ -241,13 +263,24 @@ impl EventBus {
         }
     }
 
+    /// Publishes events that carry their own `seq` (a numbered bus), in the order given.
+    pub fn publish_numbered(&self, events: impl IntoIterator<Item = JobEvent>) {
+        let next = {
+            let mut ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for event in events {
+                ring.push(Arc::new(event));
+            }
+            ring.next_seq
+        };
+        self.tip.send_replace(next);
+    }
+
     /// Publishes committed events in order.
     pub fn publish(&self, events: impl IntoIterator<Item = JobEvent>) {
         let next = {
             let mut ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             for mut event in events {
                 event.seq = ring.next_seq;
-                ring.next_seq += 1;
                 ring.push(Arc::new(event));
             }
             ring.next_seq
@@ -269,7 +302,15 @@ impl EventBus {
     /// [`Lagged`] if the ring no longer holds what followed.
     pub fn subscribe_after(self: &Arc<Self>, seq: u64) -> Subscription {
         let ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = seq.saturating_add(1).min(ring.next_seq);
+        let next = match &ring.by_seq {
+            None => seq.saturating_add(1).min(ring.next_seq),
+            Some(by_seq) => match by_seq.get(&seq) {
+                Some(&position) => position + 1,
+                // An id this bus no longer (or never) held: what followed it is lost, so the
+                // first read reports a lag and goes on from the oldest event held.
+                None => ring.first_seq.saturating_sub(1),
+            },
+        };
         Subscription { bus: Arc::clone(self), next, tip: self.tip.subscribe() }
     }
 

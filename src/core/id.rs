@@ -15,6 +15,8 @@ use super::time::Timestamp;
 const ID_EPOCH_MS: i64 = 1_704_067_200_000;
 /// Bits of the per-millisecond sequence.
 const SEQ_BITS: u32 = 19;
+/// The low bits of an id: its sequence within the millisecond.
+pub const SEQ_MASK: i64 = (1 << SEQ_BITS) - 1;
 /// Crockford's base32 alphabet, lowercase: no `i`, `l`, `o` or `u` to misread.
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 /// Characters in the text form: 13 × 5 bits covers 63 bits.

@@ -20,7 +20,8 @@ use crate::store::{
 pub const START: Timestamp = Timestamp::from_millis(1_767_225_600_000);
 
 /// Reopens a store on the same data with the given clock and bus.
-pub type Reopen = Box<dyn Fn(&ManualClock, Arc<EventBus>) -> Arc<dyn Store> + Send + Sync>;
+pub type Reopen =
+    Box<dyn Fn(&ManualClock, Arc<EventBus>) -> futures_util::future::BoxFuture<'static, Arc<dyn Store>> + Send + Sync>;
 
 /// What a test gets: a store, its clock, its event bus, and a way to reopen it.
 pub struct Harness {
@@ -740,7 +741,7 @@ pub async fn reopen_keeps_jobs_leases_and_queues(h: &Harness) {
     let leased = lease_one(h, "q").await;
     assert_eq!(leased.id, ready);
     h.store.close().await;
-    let store = (h.reopen)(&h.clock, Arc::clone(&h.events));
+    let store = (h.reopen)(&h.clock, Arc::clone(&h.events)).await;
     assert_eq!(store.queue_get(q("q")).await.unwrap().policy.max_attempts, 7);
     assert_eq!(store.job_get(running).await.unwrap().state, JobState::Ready);
     // The lease survived: its token still completes the job, and a fresh id is never reused.

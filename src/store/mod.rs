@@ -20,6 +20,7 @@ use crate::core::{
 };
 use crate::metrics::MetricsSnapshot;
 
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -361,6 +362,16 @@ pub struct Canceled {
     pub cancel_requested: bool,
 }
 
+/// Who runs a store's maintenance (promotion of due jobs, lease expiry, pruning).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// One server owns the store and maintains it itself, at exact deadlines.
+    Embedded,
+    /// Many servers share the store; the one that holds the leader lock
+    /// ([`Store::leader_try`]) runs maintenance.
+    Shared,
+}
+
 /// The storage seam. Every method answers only after its change is durable.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -418,6 +429,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes a token; false if there was none with this id.
     async fn token_delete(&self, id: String) -> StoreResult<bool>;
+
+    /// Whether this store maintains itself or needs a leader to.
+    fn leadership(&self) -> Leadership {
+        Leadership::Embedded
+    }
+
+    /// Takes (or keeps) the leader lock of a shared store; true while this node holds it.
+    /// An embedded store is always its own leader.
+    async fn leader_try(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 
     /// Sends dead jobs back to `ready` with their attempts reset; returns the jobs moved.
     async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>>;

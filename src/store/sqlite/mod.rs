@@ -381,7 +381,11 @@ mod tests {
             Arc::new(SqliteStore::open(SqliteConfig::new(&path), Arc::new(clock.clone()), events).expect("open store"))
         };
         let store = open(&clock, Arc::clone(&events));
-        Harness { store, clock, events, reopen: Box::new(open), _guard: Box::new(dir) }
+        let reopen = move |clock: &ManualClock, events: Arc<EventBus>| {
+            let store = open(clock, events);
+            Box::pin(async move { store }) as futures_util::future::BoxFuture<'static, Arc<dyn Store>>
+        };
+        Harness { store, clock, events, reopen: Box::new(reopen), _guard: Box::new(dir) }
     }
 
     store_conformance_suite!(harness);

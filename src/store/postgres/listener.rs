@@ -1,0 +1,156 @@
+//! The event listener: one connection per node on channel `wharf_events`.
+//!
+//! Each notification names a committed row of `wharf.events`. The listener reads those rows
+//! in notification order (commit order, the same on every node), numbers their events
+//! `seq << 16 | index`, and publishes them on this node's bus; events that make work ready
+//! wake the long polls waiting here. When the connection drops it reconnects with backoff and
+//! reads what it missed by `seq`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use super::{EVENT_BITS, StoredEvent, sql};
+use crate::core::JobState;
+use crate::events::EventBus;
+
+/// Connects once (so a bad URL fails `open`), then listens until `closed`.
+pub(super) async fn start(
+    pg: tokio_postgres::Config,
+    events: Arc<EventBus>,
+    ready: watch::Sender<u64>,
+    closed: CancellationToken,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, notes) = connect(&pg).await?;
+    let last: i64 = client.query_one(sql::EVENTS_LAST, &[]).await?.get(0);
+    tokio::spawn(run(pg, Some((client, notes)), last, events, ready, closed));
+    Ok(())
+}
+
+type Notes = mpsc::UnboundedReceiver<String>;
+
+/// A listening connection and the stream of its notifications' payloads.
+async fn connect(pg: &tokio_postgres::Config) -> Result<(tokio_postgres::Client, Notes), tokio_postgres::Error> {
+    let (client, mut connection) = pg.connect(NoTls).await?;
+    let (tx, notes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(note)) => {
+                    if tx.send(note.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // The connection is gone: dropping `tx` tells the reader.
+                Err(_) => return,
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {}", sql::EVENTS_CHANNEL)).await?;
+    Ok((client, notes))
+}
+
+async fn run(
+    pg: tokio_postgres::Config,
+    mut connected: Option<(tokio_postgres::Client, Notes)>,
+    mut last: i64,
+    events: Arc<EventBus>,
+    ready: watch::Sender<u64>,
+    closed: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (client, mut notes) = match connected.take() {
+            Some(c) => c,
+            None => {
+                let attempt = tokio::select! {
+                    attempt = connect(&pg) => attempt,
+                    () = closed.cancelled() => return,
+                };
+                match attempt {
+                    Ok((client, notes)) => {
+                        // Read what was committed while we were away.
+                        if let Ok(rows) = client.query(sql::EVENTS_AFTER, &[&last]).await {
+                            let caught: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                            last = publish(&events, &ready, caught, last);
+                        }
+                        tracing::info!("event listener reconnected");
+                        backoff = Duration::from_millis(100);
+                        (client, notes)
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "event listener cannot connect");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = closed.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+        };
+        loop {
+            let first = tokio::select! {
+                note = notes.recv() => note,
+                () = closed.cancelled() => return,
+            };
+            let Some(first) = first else {
+                tracing::warn!("event listener lost its connection; reconnecting");
+                break;
+            };
+            // Everything already waiting goes in one read, in notification order.
+            let mut seqs: Vec<i64> = first.parse().into_iter().collect();
+            while seqs.len() < 1_000
+                && let Ok(more) = notes.try_recv()
+            {
+                seqs.extend(more.parse::<i64>());
+            }
+            match client.query(sql::EVENTS_BY_SEQ, &[&seqs]).await {
+                Ok(rows) => {
+                    let mut by_seq: std::collections::HashMap<i64, String> =
+                        rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
+                    let ordered: Vec<(i64, String)> =
+                        seqs.iter().filter_map(|seq| by_seq.remove(seq).map(|text| (*seq, text))).collect();
+                    last = publish(&events, &ready, ordered, last);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "event listener cannot read events; reconnecting");
+                    break;
+                }
+            }
+        }
+        drop(client);
+    }
+}
+
+/// Publishes rows of events in the order given; returns the highest `seq` seen.
+fn publish(events: &EventBus, ready: &watch::Sender<u64>, rows: Vec<(i64, String)>, mut last: i64) -> i64 {
+    let mut woke = false;
+    let mut batch = Vec::new();
+    for (seq, text) in rows {
+        last = last.max(seq);
+        let Ok(stored) = serde_json::from_str::<Vec<StoredEvent>>(&text) else {
+            tracing::error!(seq, "unreadable events row; skipped");
+            continue;
+        };
+        for (i, event) in stored.into_iter().enumerate() {
+            let number = ((seq.max(0) as u64) << EVENT_BITS) | i as u64;
+            if let Some(event) = event.into_event(number) {
+                woke |= event.state == JobState::Ready;
+                batch.push(event);
+            }
+        }
+    }
+    events.publish_numbered(batch);
+    if woke {
+        ready.send_modify(|generation| *generation += 1);
+    }
+    last
+}
