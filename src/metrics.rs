@@ -26,6 +26,7 @@
 //! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, fsync included |
 //! | `wharf_store_size_bytes` | gauge | | bytes on disk: the database and its write-ahead log |
 //! | `process_resident_memory_bytes` | gauge | | the server's resident memory (Linux) |
+//! | `wharf_leader` | gauge | | 1 on the node that runs maintenance of a shared store (always 1 on the embedded store) |
 //!
 //! Counters start at zero when the server starts, as Prometheus expects.
 
@@ -148,6 +149,19 @@ pub fn render(snapshot: MetricsSnapshot) -> String {
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
+}
+
+/// `rendered` with the `wharf_leader` gauge added before its end.
+pub fn with_leader(mut rendered: String, leading: bool) -> String {
+    let gauge = format!(
+        "# HELP wharf_leader 1 on the node that runs maintenance.\n# TYPE wharf_leader gauge\nwharf_leader {}\n",
+        u8::from(leading)
+    );
+    match rendered.rfind("# EOF") {
+        Some(end) => rendered.insert_str(end, &gauge),
+        None => rendered.push_str(&gauge),
+    }
+    rendered
 }
 
 #[derive(Debug)]

@@ -45,7 +45,7 @@ use crate::events::EventBus;
 use crate::http::auth::Auth;
 use crate::http::{self, AppState};
 use crate::maintenance::pruner;
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 use crate::tls::CertSlot;
 
 /// How long shutdown waits for in-flight requests.
@@ -80,6 +80,7 @@ pub async fn serve(
         None => None,
     };
     let token = CancellationToken::new();
+    let leading = Arc::new(std::sync::atomic::AtomicBool::new(store.leadership() == Leadership::Embedded));
     let state = AppState {
         store: Arc::clone(&store),
         events,
@@ -87,8 +88,11 @@ pub async fn serve(
         clock,
         shutdown: token.clone(),
         auth,
+        leading: Arc::clone(&leading),
     };
     let pruner = tokio::spawn(pruner::run(Arc::clone(&store), config.prune_interval, token.clone()));
+    let leader = (store.leadership() == Leadership::Shared)
+        .then(|| tokio::spawn(crate::maintenance::leader::run(Arc::clone(&store), leading, token.clone())));
     let app = http::app(state);
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout).keep_alive(true);
@@ -153,6 +157,9 @@ pub async fn serve(
         tracing::warn!("some connections were still busy after the drain timeout; closing them");
     }
     let _ = pruner.await;
+    if let Some(leader) = leader {
+        let _ = leader.await;
+    }
     store.close().await;
     tracing::info!("store closed");
     Ok(())

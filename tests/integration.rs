@@ -13,6 +13,7 @@ mod examples;
 mod first_run;
 mod hostile;
 mod ingress;
+mod multinode;
 mod quickstart;
 mod security;
 mod soak;

@@ -116,9 +116,9 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR", conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
-    /// PostgreSQL at this URL instead of the embedded store. Hidden until that store ships: it
-    /// is refused with an error today.
-    #[arg(long, env = "WHARF_DATABASE_URL", hide = true)]
+    /// PostgreSQL at this URL instead of the embedded store, e.g.
+    /// postgres://wharf:secret@db:5432/wharf: any number of nodes may share it.
+    #[arg(long, env = "WHARF_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// A TOML config file; flags and WHARF_* variables override it.
     #[arg(long, env = "WHARF_CONFIG")]

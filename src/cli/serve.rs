@@ -6,11 +6,13 @@ use anyhow::{Context as _, anyhow, bail};
 
 use super::ServeArgs;
 use crate::config::{FileConfig, ServerConfig};
+use crate::core::Clock;
 use crate::core::time::{SystemClock, parse_duration};
 use crate::events::{EventBus, RingLimits};
 use crate::http::auth::Auth;
 use crate::logging::LogFormat;
 use crate::store::Store;
+use crate::store::postgres::{DbClock, PgConfig, PgStore};
 use crate::store::sqlite::{Durability, SqliteConfig, SqliteStore};
 
 /// Merges defaults, the config file, then flags and environment variables.
@@ -155,9 +157,6 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (mut config, log_format) = config(&args)?;
     crate::logging::init(log_format);
-    if config.database_url.is_some() {
-        bail!("the PostgreSQL store is not part of this build yet; run on the embedded store with --data-dir");
-    }
     let admin = admin_token(config.admin_token_file.as_deref())?;
     if admin.is_none() && !config.listen.ip().is_loopback() && !config.insecure_no_auth {
         bail!(
@@ -181,17 +180,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Bind first: a busy port must not leave a new store behind.
     let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
-    let path = config.data_dir.join("wharf.db");
-    let clock = Arc::new(SystemClock);
-    let boot_micros =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     let ring = RingLimits { max_bytes: config.event_buffer_bytes, ..RingLimits::default() };
-    let events = Arc::new(EventBus::new(ring, boot_micros));
-    let sqlite =
-        SqliteConfig { durability: config.durability, max_queues: config.max_queues, ..SqliteConfig::new(&path) };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(sqlite, clock.clone(), Arc::clone(&events))?);
+    let (store, events, clock, location): (Arc<dyn Store>, Arc<EventBus>, Arc<dyn Clock>, String) =
+        match &config.database_url {
+            Some(url) => {
+                // Many nodes share this database: one clock (the database's), events numbered
+                // by the database, maintenance by whichever node leads.
+                let clock: Arc<dyn Clock> =
+                    DbClock::start(url).await.map_err(|e| anyhow!("cannot reach PostgreSQL: {e}"))?;
+                let events = Arc::new(EventBus::numbered(ring));
+                let pg = PgConfig { max_queues: config.max_queues, ..PgConfig::new(url.clone()) };
+                let store = PgStore::open(pg, Arc::clone(&clock), Arc::clone(&events)).await?;
+                (Arc::new(store), events, clock, redact_url(url))
+            }
+            None => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+                let path = config.data_dir.join("wharf.db");
+                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+                let boot_micros = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0);
+                let events = Arc::new(EventBus::new(ring, boot_micros));
+                let sqlite = SqliteConfig {
+                    durability: config.durability,
+                    max_queues: config.max_queues,
+                    ..SqliteConfig::new(&path)
+                };
+                let store = SqliteStore::open(sqlite, Arc::clone(&clock), Arc::clone(&events))?;
+                (Arc::new(store), events, clock, path.display().to_string())
+            }
+        };
     let auth = match &admin {
         Some(admin) => {
             let tokens = store.token_list().await?;
@@ -209,7 +229,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         address = %format!("{scheme}://{local}"),
-        store = %path.display(),
+        store = %location,
         durability = ?config.durability,
         "wharf serve is listening"
     );
@@ -217,6 +237,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let parts = crate::server::Parts { store, events, clock, config, auth: Arc::new(auth), tls };
     crate::server::serve(listener, parts, shutdown_signal()).await?;
     Ok(())
+}
+
+/// A database URL as logs may show it: without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Raises the open-files limit to its hard maximum: every connection, idle or streaming, is a

@@ -43,6 +43,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tokens and rate limits.
     pub auth: Arc<auth::Auth>,
+    /// Whether this node runs the store's maintenance (always, on the embedded store).
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The router of the whole API.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Leadership, Store};
 
 /// Jobs deleted per transaction.
 pub const CHUNK: u32 = 5_000;
@@ -26,6 +26,10 @@ pub async fn run(store: Arc<dyn Store>, interval: Duration, shutdown: Cancellati
         tokio::select! {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
+        }
+        // On a shared store, only the leader prunes.
+        if store.leadership() == Leadership::Shared && !store.leader_try().await.unwrap_or(false) {
+            continue;
         }
         let mut total = 0;
         loop {

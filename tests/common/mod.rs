@@ -223,9 +223,13 @@ fn try_spawn(
     extra: &[String],
     env: &[(String, String)],
 ) -> Result<(Child, String), String> {
-    let mut child = Command::new(wharf_bin())
-        .args(["serve", "--listen", listen, "--log-format", "json", "--data-dir"])
-        .arg(data_dir)
+    let mut command = Command::new(wharf_bin());
+    command.args(["serve", "--listen", listen, "--log-format", "json"]);
+    // A server on PostgreSQL has no data dir.
+    if !extra.iter().any(|a| a == "--database-url") {
+        command.arg("--data-dir").arg(data_dir);
+    }
+    let mut child = command
         .args(extra)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("WHARF_LOG", "info")

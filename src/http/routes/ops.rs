@@ -35,7 +35,8 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
     let mut snapshot = state.store.metrics().await?;
     // A token limited to some queues sees the series of those queues.
     snapshot.queues.retain(|q| caller.sees(&q.queue));
-    let mut response = crate::metrics::render(snapshot).into_response();
+    let leading = state.leading.load(std::sync::atomic::Ordering::Relaxed);
+    let mut response = crate::metrics::with_leader(crate::metrics::render(snapshot), leading).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
