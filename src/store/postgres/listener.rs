@@ -105,12 +105,13 @@ async fn run(
                 tracing::warn!("event listener lost its connection; reconnecting");
                 break;
             };
-            // Everything already waiting goes in one read, in notification order.
-            let mut seqs: Vec<i64> = first.parse().into_iter().collect();
-            while seqs.len() < 1_000
+            // Everything already waiting goes in one read, in notification order; a
+            // notification lists the rows of one node's recent commits.
+            let mut seqs: Vec<i64> = parse_seqs(&first);
+            while seqs.len() < 2_000
                 && let Ok(more) = notes.try_recv()
             {
-                seqs.extend(more.parse::<i64>());
+                seqs.extend(parse_seqs(&more));
             }
             match client.query(sql::EVENTS_BY_SEQ, &[&seqs]).await {
                 Ok(rows) => {
@@ -128,6 +129,11 @@ async fn run(
         }
         drop(client);
     }
+}
+
+/// The `seq`s a notification lists, comma-separated.
+fn parse_seqs(payload: &str) -> Vec<i64> {
+    payload.split(',').filter_map(|s| s.trim().parse().ok()).collect()
 }
 
 /// Publishes rows of events in the order given; returns the highest `seq` seen.

@@ -37,6 +37,7 @@
 
 mod clock;
 mod listener;
+mod notifier;
 mod sql;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -123,8 +124,12 @@ pub struct PgStore {
     workers_written: Mutex<HashMap<String, Timestamp>>,
     /// The connection that holds the leader lock, while this node leads.
     leader: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Tells the other nodes (and this one) which events rows were committed.
+    notify: tokio::sync::mpsc::UnboundedSender<i64>,
     /// Draws the secrets of lease tokens.
     secrets: Mutex<rand::rngs::StdRng>,
+    /// The block of unique numbers this node uses next: `(next, end)`.
+    ids: tokio::sync::Mutex<(i64, i64)>,
     rng: Mutex<fastrand::Rng>,
     closed: CancellationToken,
 }
@@ -204,6 +209,9 @@ impl StoredEvent {
     }
 }
 
+/// Unique numbers a node takes from the sequence at once (its increment).
+const ID_BLOCK: i64 = 4096;
+
 /// Events of one row of `wharf.events` are numbered `seq << EVENT_BITS | index`.
 const EVENT_BITS: u32 = 16;
 
@@ -223,6 +231,14 @@ fn db_error(err: &tokio_postgres::Error) -> StoreError {
 
 fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("no database connection: {err}"))
+}
+
+/// A statement prepared once per connection (a plain `query` with text would prepare it on
+/// every call: one more round trip each time).
+macro_rules! prep {
+    ($client:expr, $sql:expr) => {
+        $client.prepare_cached($sql).await.map_err(|e| db_error(&e))?
+    };
 }
 
 /// `?` on a database call inside an operation.
@@ -373,9 +389,10 @@ impl PgStore {
         drop(client);
         let (ready_tx, ready) = watch::channel(0u64);
         let closed = CancellationToken::new();
-        listener::start(pg, Arc::clone(&events), ready_tx, closed.clone())
+        listener::start(pg.clone(), Arc::clone(&events), ready_tx, closed.clone())
             .await
             .map_err(|e| PgOpenError::Connect(e.to_string()))?;
+        let notify = notifier::start(pg, closed.clone());
         Ok(PgStore {
             pool,
             config,
@@ -384,7 +401,9 @@ impl PgStore {
             counters: Mutex::new(HashMap::new()),
             workers_written: Mutex::new(HashMap::new()),
             leader: tokio::sync::Mutex::new(None),
+            notify,
             secrets: Mutex::new(rand::SeedableRng::from_os_rng()),
+            ids: tokio::sync::Mutex::new((0, 0)),
             rng: Mutex::new(fastrand::Rng::new()),
             closed,
         })
@@ -398,10 +417,31 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// `n` unique numbers from the database's sequence.
-    async fn unique_numbers(tx: &deadpool_postgres::Transaction<'_>, n: usize) -> StoreResult<Vec<i64>> {
-        let rows = db!(tx.query(sql::NEXT_IDS, &[&(n as i32)]));
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+    /// `n` numbers no other node will use: from blocks of [`ID_BLOCK`] that this node takes
+    /// from the database's sequence, so most ids cost no round trip.
+    async fn unique_numbers(&self, tx: &deadpool_postgres::Transaction<'_>, n: usize) -> StoreResult<Vec<i64>> {
+        let mut block = self.ids.lock().await;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            if block.0 >= block.1 {
+                let blocks = (n - out.len()).div_ceil(ID_BLOCK as usize).max(1) as i32;
+                // On the caller's connection: taking another could wait on a pool that callers
+                // like this one have emptied.
+                let starts: Vec<i64> =
+                    db!(tx.query(&prep!(tx, sql::NEXT_IDS), &[&blocks])).iter().map(|r| r.get(0)).collect();
+                // Blocks need not be adjacent: use them one after another.
+                for start in starts {
+                    let take = (n - out.len()).min(ID_BLOCK as usize) as i64;
+                    out.extend(start..start + take);
+                    *block = (start + take, start + ID_BLOCK);
+                }
+                continue;
+            }
+            let take = ((n - out.len()) as i64).min(block.1 - block.0);
+            out.extend(block.0..block.0 + take);
+            block.0 += take;
+        }
+        Ok(out)
     }
 
     /// An id of `now` from a unique number: time order from the high bits, uniqueness across
@@ -410,16 +450,21 @@ impl PgStore {
         JobId::floor_at(now).raw() | (unique & crate::core::id::SEQ_MASK)
     }
 
-    /// Writes the transaction's events (one row, one notification), then commits, then counts.
+    /// Writes the transaction's events (one row), commits, then has the row announced and
+    /// counts what happened.
     async fn commit(&self, tx: deadpool_postgres::Transaction<'_>, changes: Changes) -> StoreResult<()> {
+        let mut seq = None;
         if !changes.events.is_empty() {
             let text = serde_json::to_string(&changes.events)
                 .map_err(|e| StoreError::Unavailable(format!("cannot encode events: {e}")))?;
-            let row = db!(tx.query_one(sql::EVENTS_INSERT, &[&self.now().as_millis(), &text]));
-            let seq: i64 = row.get(0);
-            db!(tx.execute(sql::EVENTS_NOTIFY, &[&seq.to_string()]));
+            let row = db!(tx.query_one(&prep!(tx, sql::EVENTS_INSERT), &[&self.now().as_millis(), &text]));
+            seq = Some(row.get::<_, i64>(0));
         }
         db!(tx.commit());
+        if let Some(seq) = seq {
+            // Only a node that is shutting down has no notifier left.
+            let _ = self.notify.send(seq);
+        }
         if !changes.counted.is_empty() {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
             for (queue, what, value) in changes.counted {
@@ -435,7 +480,7 @@ impl PgStore {
         tx: &deadpool_postgres::Transaction<'_>,
         name: &QueueName,
     ) -> StoreResult<QueuePolicy> {
-        if let Some(row) = db!(tx.query_opt(sql::QUEUE_GET, &[&name.as_str()])) {
+        if let Some(row) = db!(tx.query_opt(&prep!(tx, sql::QUEUE_GET), &[&name.as_str()])) {
             return Ok(policy(&row));
         }
         self.create_queue(tx, name, &QueuePolicy::default()).await?;
@@ -448,9 +493,9 @@ impl PgStore {
         name: &QueueName,
         p: &QueuePolicy,
     ) -> StoreResult<()> {
-        db!(tx.execute(sql::QUEUE_CREATE_LOCK, &[]));
-        if db!(tx.query_opt(sql::QUEUE_GET, &[&name.as_str()])).is_none() {
-            let count: i64 = db!(tx.query_one(sql::QUEUE_COUNT, &[])).get(0);
+        db!(tx.execute(&prep!(tx, sql::QUEUE_CREATE_LOCK), &[]));
+        if db!(tx.query_opt(&prep!(tx, sql::QUEUE_GET), &[&name.as_str()])).is_none() {
+            let count: i64 = db!(tx.query_one(&prep!(tx, sql::QUEUE_COUNT), &[])).get(0);
             if count as usize >= self.config.max_queues {
                 return Err(StoreError::QueueLimit { limit: self.config.max_queues });
             }
@@ -467,7 +512,7 @@ impl PgStore {
         let concurrency = p.concurrency.map(|n| n as i32);
         let max_ready = p.max_ready.map(|n| n as i64);
         db!(tx.execute(
-            sql::QUEUE_UPSERT,
+            &prep!(tx, sql::QUEUE_UPSERT),
             &[
                 &name.as_str(),
                 &(p.lease_ms as i64),
@@ -489,7 +534,9 @@ impl PgStore {
     /// The holder of `job`'s idempotency key, if any; a conflict for another kind or payload.
     async fn holder_of_key(tx: &deadpool_postgres::Transaction<'_>, job: &NewJob) -> StoreResult<Option<JobSummary>> {
         let Some(key) = &job.idempotency_key else { return Ok(None) };
-        let Some(row) = db!(tx.query_opt(sql::JOB_BY_KEY, &[&job.queue.as_str(), key])) else { return Ok(None) };
+        let Some(row) = db!(tx.query_opt(&prep!(tx, sql::JOB_BY_KEY), &[&job.queue.as_str(), key])) else {
+            return Ok(None);
+        };
         let holder = summary(&row)?;
         let payload: String = row.get(11);
         if holder.kind != job.kind || payload != job.payload {
@@ -499,7 +546,20 @@ impl PgStore {
     }
 
     async fn insert(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
-        let Some(first) = jobs.first() else { return Ok(Vec::new()) };
+        // An id is this millisecond over a number from this node's block; two nodes whose
+        // blocks share low bits could, in one millisecond, make the same one. The primary key
+        // refuses the second; taking new numbers settles it.
+        for _ in 0..3 {
+            if let Some(inserted) = self.insert_once(&jobs).await? {
+                return Ok(inserted);
+            }
+        }
+        Err(StoreError::Busy)
+    }
+
+    /// One try at an insert; `None` when an id collided and it must be tried again.
+    async fn insert_once(&self, jobs: &[NewJob]) -> StoreResult<Option<Vec<Inserted>>> {
+        let Some(first) = jobs.first() else { return Ok(Some(Vec::new())) };
         let queue = first.queue.clone();
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
@@ -507,7 +567,7 @@ impl PgStore {
         let policy = self.ensure_queue(&tx, &queue).await?;
         // Repeats of a key within the batch must ask for the same job.
         let mut in_batch: HashMap<&str, (&str, &str)> = HashMap::new();
-        for job in &jobs {
+        for job in jobs {
             if let Some(key) = &job.idempotency_key {
                 let first = in_batch.entry(key).or_insert((&job.kind, &job.payload));
                 if *first != (job.kind.as_str(), job.payload.as_str()) {
@@ -519,70 +579,87 @@ impl PgStore {
             }
         }
         if let Some(limit) = policy.max_ready {
-            let waiting: i64 = db!(tx.query_one(sql::WAITING_UP_TO, &[&queue.as_str(), &(limit as i64 + 1)])).get(0);
+            let waiting: i64 =
+                db!(tx.query_one(&prep!(tx, sql::WAITING_UP_TO), &[&queue.as_str(), &(limit as i64 + 1)])).get(0);
             if waiting as u64 + jobs.len() as u64 > limit {
                 return Err(StoreError::QueueFull { queue, limit });
             }
         }
-        let numbers = Self::unique_numbers(&tx, jobs.len()).await?;
+        let numbers = self.unique_numbers(&tx, jobs.len()).await?;
+        let ids: Vec<i64> = numbers.iter().map(|&n| Self::compose(now, n)).collect();
+        let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at.unwrap_or(now).as_millis()).collect();
+        let states: Vec<&str> =
+            run_ats.iter().map(|&at| state::waiting_state(Timestamp::from_millis(at), now).as_str()).collect();
+        let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+        let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+        let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts.map(|n| n as i32)).collect();
+        let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms.map(|ms| ms as i64)).collect();
+        let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key.as_deref()).collect();
+        let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+        let metadata: Vec<Option<String>> = jobs.iter().map(|j| metadata_to(&j.metadata)).collect();
+        // All jobs in one statement; those whose key another job holds come back missing.
+        let inserted = tx
+            .query(
+                sql::JOBS_INSERT,
+                &[
+                    &ids,
+                    &queue.as_str(),
+                    &kinds,
+                    &states,
+                    &priorities,
+                    &run_ats,
+                    &max_attempts,
+                    &timeouts,
+                    &keys,
+                    &payloads,
+                    &metadata,
+                    &now.as_millis(),
+                ],
+            )
+            .await;
+        let created: std::collections::HashSet<i64> = match inserted {
+            Ok(rows) => rows.iter().map(|r| r.get::<_, i64>(0)).collect(),
+            Err(err) if err.as_db_error().is_some_and(|e| e.constraint() == Some("jobs_pkey")) => return Ok(None),
+            Err(err) => return Err(db_error(&err)),
+        };
         let mut changes = Changes::default();
         let mut out = Vec::with_capacity(jobs.len());
-        for (job, unique) in jobs.into_iter().zip(numbers) {
-            if let Some(holder) = Self::holder_of_key(&tx, &job).await? {
-                out.push(Inserted { job: holder, created: false });
-                continue;
-            }
-            let id = JobId::from_raw(Self::compose(now, unique));
-            let run_at = job.run_at.unwrap_or(now);
-            let state = state::waiting_state(run_at, now);
-            let inserted = db!(tx.execute(
-                sql::JOB_INSERT,
-                &[
-                    &id.raw(),
-                    &job.queue.as_str(),
-                    &job.kind,
-                    &state.as_str(),
-                    &job.priority,
-                    &run_at.as_millis(),
-                    &job.max_attempts.map(|n| n as i32),
-                    &job.timeout_ms.map(|ms| ms as i64),
-                    &job.idempotency_key,
-                    &job.payload,
-                    &metadata_to(&job.metadata),
-                    &now.as_millis(),
-                ]
-            ));
-            if inserted == 0 {
-                // Another node took the key between our look and our insert.
-                match Self::holder_of_key(&tx, &job).await? {
+        for (i, job) in jobs.iter().enumerate() {
+            let id = JobId::from_raw(ids[i]);
+            if !created.contains(&id.raw()) {
+                // Its key is held (or was taken by another node just now): a repeat, or a
+                // conflict that refuses the whole batch.
+                match Self::holder_of_key(&tx, job).await? {
                     Some(holder) => out.push(Inserted { job: holder, created: false }),
-                    None => return Err(StoreError::Unavailable("an idempotency key vanished mid-insert".into())),
+                    None => return Err(StoreError::Unavailable("a job was neither created nor found".into())),
                 }
                 continue;
             }
-            let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
+            let run_at = Timestamp::from_millis(run_ats[i]);
+            let state = state::waiting_state(run_at, now);
+            let mut event = StoredEvent::new(id, queue.as_str(), 1, EventKind::Created, state, 0, now);
             event.run_at = Some(run_at.as_millis());
             changes.events.push(event);
-            changes.count(job.queue.as_str(), |c, n| c.enqueued += n, 1);
             out.push(Inserted {
                 job: JobSummary {
                     id,
-                    queue: job.queue,
-                    kind: job.kind,
+                    queue: job.queue.clone(),
+                    kind: job.kind.clone(),
                     state,
                     priority: job.priority,
                     run_at,
                     attempt: 0,
                     max_attempts: job.max_attempts,
-                    idempotency_key: job.idempotency_key,
+                    idempotency_key: job.idempotency_key.clone(),
                     created_at: now,
                     finished_at: None,
                 },
                 created: true,
             });
         }
+        changes.count(queue.as_str(), |c, n| c.enqueued += n, created.len() as u64);
         self.commit(tx, changes).await?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// One try at leasing: what is ready now, within the queues' limits.
@@ -592,16 +669,21 @@ impl PgStore {
         let now = self.now();
         let names: Vec<&str> = params.queues.iter().map(QueueName::as_str).collect();
         // Room per queue: unlimited, or what its concurrency and rate leave (under its lock).
-        let policies: HashMap<String, QueuePolicy> =
-            db!(tx.query(sql::QUEUES_OF, &[&names])).iter().map(|r| (r.get::<_, String>(0), policy(r))).collect();
+        let policies: HashMap<String, QueuePolicy> = db!(tx.query(&prep!(tx, sql::QUEUES_OF), &[&names]))
+            .iter()
+            .map(|r| (r.get::<_, String>(0), policy(r)))
+            .collect();
         let mut room: HashMap<String, u64> =
             policies.iter().filter(|(_, p)| !p.paused).map(|(q, _)| (q.clone(), u64::MAX)).collect();
         let mut buckets: HashMap<String, (f64, f64)> = HashMap::new();
-        for row in db!(tx.query(sql::QUEUES_LOCK_LIMITED, &[&names])) {
+        let limited = policies.values().any(|p| !p.paused && (p.concurrency.is_some() || p.rate.is_some()));
+        let locked = if limited { db!(tx.query(&prep!(tx, sql::QUEUES_LOCK_LIMITED), &[&names])) } else { Vec::new() };
+        for row in locked {
             let name: String = row.get(0);
             let mut left = u64::MAX;
             if let Some(limit) = row.get::<_, Option<i32>>(1) {
-                let running: i64 = db!(tx.query_one(sql::RUNNING_UP_TO, &[&name, &i64::from(limit)])).get(0);
+                let running: i64 =
+                    db!(tx.query_one(&prep!(tx, sql::RUNNING_UP_TO), &[&name, &i64::from(limit)])).get(0);
                 left = left.min((i64::from(limit) - running).max(0) as u64);
             }
             if let Some(rate) = row.get::<_, Option<f64>>(2) {
@@ -615,14 +697,21 @@ impl PgStore {
             room.insert(name, left);
         }
         // The best ready jobs of each queue, then the best across queues.
-        let mut candidates: Vec<(i32, i64, i64, String, i32)> = Vec::new();
+        let mut candidates: Vec<(i32, i64, i64, String, i32, i32)> = Vec::new();
         for queue in &params.queues {
             let left = room.get(queue.as_str()).copied().unwrap_or(0).min(u64::from(params.max));
             if left == 0 {
                 continue;
             }
-            for row in db!(tx.query(sql::READY_OF_QUEUE, &[&queue.as_str(), &(left as i64)])) {
-                candidates.push((row.get(1), row.get(2), row.get(0), queue.as_str().to_owned(), row.get(3)));
+            for row in db!(tx.query(&prep!(tx, sql::READY_OF_QUEUE), &[&queue.as_str(), &(left as i64)])) {
+                candidates.push((
+                    row.get(1),
+                    row.get(2),
+                    row.get(0),
+                    queue.as_str().to_owned(),
+                    row.get(3),
+                    row.get(4),
+                ));
             }
         }
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -640,13 +729,14 @@ impl PgStore {
         candidates.truncate(fits.max(1));
         if candidates.is_empty() {
             db!(tx.commit());
+            // Give the connection back first: the visit takes another.
+            drop(client);
             self.worker_seen(params, now).await;
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = candidates.iter().map(|c| c.2).collect();
-        let attempts: HashMap<i64, i32> =
-            db!(tx.query(sql::ATTEMPTS_OF, &[&ids])).iter().map(|r| (r.get(0), r.get(1))).collect();
-        let numbers = Self::unique_numbers(&tx, ids.len()).await?;
+        let attempts: HashMap<i64, i32> = candidates.iter().map(|c| (c.2, c.5)).collect();
+        let numbers = self.unique_numbers(&tx, ids.len()).await?;
         let transition = state::lease();
         let mut new_attempts = Vec::with_capacity(ids.len());
         let mut seqs = Vec::with_capacity(ids.len());
@@ -667,7 +757,7 @@ impl PgStore {
             tokens.insert(id, token);
         }
         let rows = db!(tx.query(
-            sql::JOBS_LEASE,
+            &prep!(tx, sql::JOBS_LEASE),
             &[&ids, &new_attempts, &seqs, &secrets, &expiries, &params.worker_id, &now.as_millis(), &lease_mss]
         ));
         let mut changes = Changes::default();
@@ -717,10 +807,11 @@ impl PgStore {
         leased.sort_by_key(|job| rank.get(&job.id.raw()).copied().unwrap_or(usize::MAX));
         for (queue, n) in taken {
             if let Some((tokens, _)) = buckets.get(&queue) {
-                db!(tx.execute(sql::QUEUE_RATE_TAKE, &[&queue, &(tokens - n as f64), &now.as_millis()]));
+                db!(tx.execute(&prep!(tx, sql::QUEUE_RATE_TAKE), &[&queue, &(tokens - n as f64), &now.as_millis()]));
             }
         }
         self.commit(tx, changes).await?;
+        drop(client);
         self.worker_seen(params, now).await;
         Ok(leased)
     }
@@ -786,7 +877,7 @@ impl PgStore {
         let error = crate::core::validate::truncate_error(error);
         let finished_at = transition.finishes().then_some(now.as_millis());
         let changed = db!(tx.execute(
-            sql::JOB_FAIL,
+            &prep!(tx, sql::JOB_FAIL),
             &[
                 &id.raw(),
                 &token.raw(),
@@ -828,9 +919,10 @@ impl PgStore {
         changes: &mut Changes,
     ) -> StoreResult<Settled> {
         let token = params.lease_token;
-        let Some(row) =
-            db!(tx.query_opt(sql::JOB_FENCED_FOR_UPDATE, &[&params.id.raw(), &token.raw(), &secret_bytes(token)]))
-        else {
+        let Some(row) = db!(tx.query_opt(
+            &prep!(tx, sql::JOB_FENCED_FOR_UPDATE),
+            &[&params.id.raw(), &token.raw(), &secret_bytes(token)]
+        )) else {
             return Err(Self::fence_error(tx, params.id).await);
         };
         let facts = FailFacts::read(&row, 0);
@@ -857,7 +949,7 @@ impl PgStore {
         let seqs: Vec<i64> = items.iter().map(|c| c.lease_token.raw()).collect();
         let secrets: Vec<Option<Vec<u8>>> = items.iter().map(|c| secret_bytes(c.lease_token)).collect();
         let results: Vec<Option<String>> = items.iter().map(|c| c.result.clone()).collect();
-        let rows = db!(tx.query(sql::JOBS_COMPLETE, &[&ids, &seqs, &secrets, &results, &now.as_millis()]));
+        let rows = db!(tx.query(&prep!(tx, sql::JOBS_COMPLETE), &[&ids, &seqs, &secrets, &results, &now.as_millis()]));
         let transition = state::complete();
         let mut done: HashMap<i64, ()> = HashMap::new();
         for row in rows {
@@ -894,15 +986,17 @@ impl PgStore {
         // Promotion.
         loop {
             let tx = db!(client.transaction());
-            let due: Vec<i64> =
-                db!(tx.query(sql::DUE_SCHEDULED, &[&now.as_millis(), &1_000i64])).iter().map(|r| r.get(0)).collect();
+            let due: Vec<i64> = db!(tx.query(&prep!(tx, sql::DUE_SCHEDULED), &[&now.as_millis(), &1_000i64]))
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             if due.is_empty() {
                 db!(tx.commit());
                 break;
             }
             let transition = state::promote();
             let mut changes = Changes::default();
-            for row in db!(tx.query(sql::JOBS_PROMOTE, &[&due])) {
+            for row in db!(tx.query(&prep!(tx, sql::JOBS_PROMOTE), &[&due])) {
                 let queue: String = row.get(1);
                 changes.events.push(StoredEvent::new(
                     JobId::from_raw(row.get(0)),
@@ -922,7 +1016,7 @@ impl PgStore {
         // Expiry.
         loop {
             let tx = db!(client.transaction());
-            let rows = db!(tx.query(sql::EXPIRED_LEASES, &[&now.as_millis(), &500i64]));
+            let rows = db!(tx.query(&prep!(tx, sql::EXPIRED_LEASES), &[&now.as_millis(), &500i64]));
             if rows.is_empty() {
                 db!(tx.commit());
                 break;
@@ -955,8 +1049,8 @@ impl PgStore {
     async fn queue_info_all(&self, only: Option<&QueueName>) -> StoreResult<Vec<QueueInfo>> {
         let client = self.client().await?;
         let rows = match only {
-            Some(name) => db!(client.query(sql::QUEUE_GET, &[&name.as_str()])),
-            None => db!(client.query(sql::QUEUE_ALL, &[])),
+            Some(name) => db!(client.query(&prep!(client, sql::QUEUE_GET), &[&name.as_str()])),
+            None => db!(client.query(&prep!(client, sql::QUEUE_ALL), &[])),
         };
         let mut infos: Vec<QueueInfo> = rows
             .iter()
@@ -967,11 +1061,11 @@ impl PgStore {
         let index: HashMap<String, usize> =
             infos.iter().enumerate().map(|(i, q)| (q.name.as_str().to_owned(), i)).collect();
         let counts = match only {
-            Some(name) => db!(client.query(sql::COUNTS_OF_QUEUE, &[&name.as_str()]))
+            Some(name) => db!(client.query(&prep!(client, sql::COUNTS_OF_QUEUE), &[&name.as_str()]))
                 .iter()
                 .map(|r| (name.as_str().to_owned(), r.get::<_, String>(0), r.get::<_, i64>(1)))
                 .collect::<Vec<_>>(),
-            None => db!(client.query(sql::COUNTS, &[]))
+            None => db!(client.query(&prep!(client, sql::COUNTS), &[]))
                 .iter()
                 .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2)))
                 .collect(),
@@ -981,7 +1075,7 @@ impl PgStore {
                 infos[i].counts[state.index()] = n.max(0) as u64;
             }
         }
-        for row in db!(client.query(sql::OLDEST_READY, &[])) {
+        for row in db!(client.query(&prep!(client, sql::OLDEST_READY), &[])) {
             let queue: String = row.get(0);
             if let Some(&i) = index.get(&queue) {
                 infos[i].oldest_ready_at = row.get::<_, Option<i64>>(1).map(Timestamp::from_millis);
@@ -1030,13 +1124,14 @@ impl Store for PgStore {
 
     async fn job_get(&self, id: JobId) -> StoreResult<Job> {
         let client = self.client().await?;
-        let Some(row) = db!(client.query_opt(sql::JOB_GET, &[&id.raw()])) else {
+        let Some(row) = db!(client.query_opt(&prep!(client, sql::JOB_GET), &[&id.raw()])) else {
             return Err(StoreError::JobNotFound(id));
         };
         let queue = queue_name(row.get(1))?;
         let max_attempts = match row.get::<_, Option<i32>>(8) {
             Some(n) => n.max(1) as u32,
-            None => db!(client.query_opt(sql::QUEUE_GET, &[&queue.as_str()])).map_or(3, |r| policy(&r).max_attempts),
+            None => db!(client.query_opt(&prep!(client, sql::QUEUE_GET), &[&queue.as_str()]))
+                .map_or(3, |r| policy(&r).max_attempts),
         };
         let secret = row.get::<_, Option<Vec<u8>>>(23).and_then(|b| b.try_into().ok()).map_or(0, u128::from_be_bytes);
         Ok(Job {
@@ -1068,13 +1163,14 @@ impl Store for PgStore {
 
     async fn job_list(&self, params: JobListParams) -> StoreResult<JobPage> {
         let client = self.client().await?;
-        if db!(client.query_opt(sql::QUEUE_GET, &[&params.queue.as_str()])).is_none() {
+        if db!(client.query_opt(&prep!(client, sql::QUEUE_GET), &[&params.queue.as_str()])).is_none() {
             return Err(StoreError::QueueNotFound(params.queue));
         }
         let state = params.state.map(|s| s.as_str());
         let before = params.cursor.map_or(i64::MAX, JobId::raw);
         let limit = i64::from(params.limit) + 1;
-        let rows = db!(client.query(sql::JOB_LIST, &[&params.queue.as_str(), &state, &before, &params.kind, &limit]));
+        let rows = db!(client
+            .query(&prep!(client, sql::JOB_LIST), &[&params.queue.as_str(), &state, &before, &params.kind, &limit]));
         let mut jobs = rows.iter().map(summary).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if jobs.len() > params.limit as usize {
             jobs.truncate(params.limit as usize);
@@ -1112,7 +1208,7 @@ impl Store for PgStore {
         let token = params.lease_token;
         let extend = params.extend_ms.map(|ms| ms as i64);
         let Some(row) = db!(tx.query_opt(
-            sql::LEASE_HEARTBEAT,
+            &prep!(tx, sql::LEASE_HEARTBEAT),
             &[&params.id.raw(), &token.raw(), &secret_bytes(token), &now.as_millis(), &extend, &params.progress]
         )) else {
             return Err(Self::fence_error(&tx, params.id).await);
@@ -1157,9 +1253,10 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
         let token = params.lease_token;
-        let Some(row) =
-            db!(tx.query_opt(sql::JOB_FENCED_FOR_UPDATE, &[&params.id.raw(), &token.raw(), &secret_bytes(token)]))
-        else {
+        let Some(row) = db!(tx.query_opt(
+            &prep!(tx, sql::JOB_FENCED_FOR_UPDATE),
+            &[&params.id.raw(), &token.raw(), &secret_bytes(token)]
+        )) else {
             return Err(Self::fence_error(&tx, params.id).await);
         };
         let facts = FailFacts::read(&row, 0);
@@ -1168,7 +1265,7 @@ impl Store for PgStore {
         let attempt = transition.attempt_after(facts.attempt);
         let finished_at = transition.finishes().then_some(now.as_millis());
         let changed = db!(tx.execute(
-            sql::JOB_RELEASE,
+            &prep!(tx, sql::JOB_RELEASE),
             &[
                 &params.id.raw(),
                 &token.raw(),
@@ -1227,7 +1324,7 @@ impl Store for PgStore {
     async fn job_cancel(&self, id: JobId) -> StoreResult<Canceled> {
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
-        let Some(row) = db!(tx.query_opt(sql::JOB_CANCEL_LOOKUP, &[&id.raw()])) else {
+        let Some(row) = db!(tx.query_opt(&prep!(tx, sql::JOB_CANCEL_LOOKUP), &[&id.raw()])) else {
             return Err(StoreError::JobNotFound(id));
         };
         let queue: String = row.get(0);
@@ -1240,14 +1337,14 @@ impl Store for PgStore {
             Err(source) => Err(StoreError::Illegal { id, source }),
             Ok(CancelEffect::Unchanged) => Ok(Canceled { state: current, cancel_requested }),
             Ok(CancelEffect::Requested) => {
-                db!(tx.execute(sql::JOB_CANCEL_REQUEST, &[&id.raw()]));
+                db!(tx.execute(&prep!(tx, sql::JOB_CANCEL_REQUEST), &[&id.raw()]));
                 db!(tx.commit());
                 Ok(Canceled { state: JobState::Running, cancel_requested: true })
             }
             Ok(CancelEffect::CanceledNow) => {
                 let transition =
                     state::cancel_now(current).map_err(|e| StoreError::Unavailable(format!("job {id}: {e}")))?;
-                db!(tx.execute(sql::JOB_CANCEL_NOW, &[&id.raw(), &current.as_str(), &now.as_millis()]));
+                db!(tx.execute(&prep!(tx, sql::JOB_CANCEL_NOW), &[&id.raw(), &current.as_str(), &now.as_millis()]));
                 let mut changes = Changes::default();
                 changes.events.push(StoredEvent::new(
                     id,
@@ -1299,7 +1396,7 @@ impl Store for PgStore {
             return Err(StoreError::QueueNotFound(name));
         }
         let mut holding = 0u64;
-        for row in db!(tx.query(sql::COUNTS_OF_QUEUE, &[&name.as_str()])) {
+        for row in db!(tx.query(&prep!(tx, sql::COUNTS_OF_QUEUE), &[&name.as_str()])) {
             let state: String = row.get(0);
             if matches!(state.as_str(), "scheduled" | "ready" | "running" | "dead") {
                 holding += row.get::<_, i64>(1).max(0) as u64;
@@ -1308,8 +1405,8 @@ impl Store for PgStore {
         if holding > 0 {
             return Err(StoreError::QueueNotEmpty { queue: name, jobs: holding });
         }
-        db!(tx.execute(sql::JOBS_OF_QUEUE_DELETE, &[&name.as_str()]));
-        db!(tx.execute(sql::QUEUE_DELETE, &[&name.as_str()]));
+        db!(tx.execute(&prep!(tx, sql::JOBS_OF_QUEUE_DELETE), &[&name.as_str()]));
+        db!(tx.execute(&prep!(tx, sql::QUEUE_DELETE), &[&name.as_str()]));
         db!(tx.commit());
         Ok(())
     }
@@ -1317,11 +1414,11 @@ impl Store for PgStore {
     async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>> {
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
-        if db!(tx.query_opt(sql::QUEUE_GET, &[&params.queue.as_str()])).is_none() {
+        if db!(tx.query_opt(&prep!(tx, sql::QUEUE_GET), &[&params.queue.as_str()])).is_none() {
             return Err(StoreError::QueueNotFound(params.queue));
         }
         let ids: Option<Vec<i64>> = params.ids.as_ref().map(|ids| ids.iter().map(|id| id.raw()).collect());
-        let rows = db!(tx.query(sql::DEAD_FOR_REDRIVE, &[&params.queue.as_str(), &ids]));
+        let rows = db!(tx.query(&prep!(tx, sql::DEAD_FOR_REDRIVE), &[&params.queue.as_str(), &ids]));
         let found: HashMap<i64, String> = rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
         if let Some(wanted) = &params.ids {
             for id in wanted {
@@ -1338,7 +1435,7 @@ impl Store for PgStore {
         let targets: Vec<i64> = found.keys().copied().collect();
         let transition = state::redrive_now(JobState::Dead).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let attempt = transition.attempt_after(0) as i32;
-        let rows = db!(tx.query(sql::JOBS_REDRIVE, &[&targets, &attempt, &now.as_millis()]));
+        let rows = db!(tx.query(&prep!(tx, sql::JOBS_REDRIVE), &[&targets, &attempt, &now.as_millis()]));
         let mut changes = Changes::default();
         let mut moved = Vec::with_capacity(rows.len());
         for row in rows {
@@ -1358,22 +1455,25 @@ impl Store for PgStore {
         let now = self.now();
         let client = self.client().await?;
         let mut deleted = 0u64;
-        for row in db!(client.query(sql::QUEUE_ALL, &[])) {
+        for row in db!(client.query(&prep!(client, sql::QUEUE_ALL), &[])) {
             let name: String = row.get(0);
             let p = policy(&row);
             let cutoff = Timestamp::from_millis(now.as_millis().saturating_sub(p.retention_ms as i64));
             let bound = JobId::floor_at(cutoff).raw();
             for state in [JobState::Succeeded, JobState::Dead, JobState::Canceled] {
                 let n = db!(client.execute(
-                    sql::JOBS_PRUNE,
+                    &prep!(client, sql::JOBS_PRUNE),
                     &[&name, &state.as_str(), &bound, &cutoff.as_millis(), &i64::from(limit)]
                 ));
                 deleted += n;
             }
         }
         let horizon = now.as_millis().saturating_sub(self.config.event_retention.as_millis() as i64);
-        db!(client.execute(sql::EVENTS_PRUNE, &[&horizon]));
-        db!(client.execute(sql::WORKERS_PRUNE, &[&now.as_millis().saturating_sub(10 * WORKER_TTL_MS as i64)]));
+        db!(client.execute(&prep!(client, sql::EVENTS_PRUNE), &[&horizon]));
+        db!(client.execute(
+            &prep!(client, sql::WORKERS_PRUNE),
+            &[&now.as_millis().saturating_sub(10 * WORKER_TTL_MS as i64)]
+        ));
         Ok(deleted)
     }
 
@@ -1385,7 +1485,7 @@ impl Store for PgStore {
         let now = self.now();
         let client = self.client().await?;
         let since = now.as_millis().saturating_sub(WORKER_TTL_MS as i64);
-        let rows = db!(client.query(sql::WORKERS_RECENT, &[&since]));
+        let rows = db!(client.query(&prep!(client, sql::WORKERS_RECENT), &[&since]));
         Ok(rows
             .iter()
             .map(|r| WorkerInfo {
@@ -1424,7 +1524,7 @@ impl Store for PgStore {
 
     async fn token_insert(&self, token: TokenRecord) -> StoreResult<()> {
         let client = self.client().await?;
-        let count: i64 = db!(client.query_one(sql::TOKEN_COUNT, &[])).get(0);
+        let count: i64 = db!(client.query_one(&prep!(client, sql::TOKEN_COUNT), &[])).get(0);
         if count >= 10_000 {
             return Err(StoreError::Invalid(Invalid::new(
                 "tokens",
@@ -1434,7 +1534,7 @@ impl Store for PgStore {
         let queues =
             (!token.queues.is_all()).then(|| serde_json::to_string(token.queues.as_slice()).unwrap_or_default());
         db!(client.execute(
-            sql::TOKEN_INSERT,
+            &prep!(client, sql::TOKEN_INSERT),
             &[
                 &token.id,
                 &token.name,
@@ -1450,7 +1550,7 @@ impl Store for PgStore {
 
     async fn token_list(&self) -> StoreResult<Vec<TokenRecord>> {
         let client = self.client().await?;
-        let rows = db!(client.query(sql::TOKEN_ALL, &[]));
+        let rows = db!(client.query(&prep!(client, sql::TOKEN_ALL), &[]));
         rows.iter()
             .map(|r| {
                 let corrupt = |what: &str| StoreError::Unavailable(format!("unreadable token {what} in the database"));
@@ -1474,7 +1574,7 @@ impl Store for PgStore {
 
     async fn token_delete(&self, id: String) -> StoreResult<bool> {
         let client = self.client().await?;
-        Ok(db!(client.execute(sql::TOKEN_DELETE, &[&id])) > 0)
+        Ok(db!(client.execute(&prep!(client, sql::TOKEN_DELETE), &[&id])) > 0)
     }
 
     fn leadership(&self) -> Leadership {

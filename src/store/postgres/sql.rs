@@ -28,7 +28,8 @@ macro_rules! summary_columns {
 /// The database's clock, to correct the nodes' clocks to one time.
 pub(super) const DB_NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// Unique numbers for ids and lease sequences, `$1` of them.
+/// Starts of `$1` blocks of unique numbers (the sequence counts in blocks) for ids and lease
+/// sequences.
 pub(super) const NEXT_IDS: &str = "SELECT nextval('wharf.id_seq') FROM generate_series(1, $1::int)";
 
 /// A queue's policy.
@@ -78,7 +79,7 @@ pub(super) const QUEUE_RATE_TAKE: &str = "UPDATE wharf.queues SET rate_tokens = 
 
 /// The best ready jobs of one queue, locked; jobs another node is taking are skipped, not
 /// waited for. Served by `jobs_ready` in index order.
-pub(super) const READY_OF_QUEUE: &str = "SELECT id, priority, run_at, octet_length(payload) FROM wharf.jobs WHERE queue = $1 \
+pub(super) const READY_OF_QUEUE: &str = "SELECT id, priority, run_at, octet_length(payload), attempt FROM wharf.jobs WHERE queue = $1 \
      AND state = 'ready' ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
 
 /// Takes locked ready jobs: the lease. Each row gets its own attempt, sequence and secret.
@@ -91,14 +92,16 @@ pub(super) const JOBS_LEASE: &str = "UPDATE wharf.jobs AS j SET state = 'running
      RETURNING j.id, j.queue, j.kind, j.payload, j.attempt, j.max_attempts, j.priority, j.timeout_ms, \
                j.metadata, j.run_at, j.version";
 
-/// The attempts of locked ready jobs, to compute the lease's attempt count in Rust.
-pub(super) const ATTEMPTS_OF: &str = "SELECT id, attempt FROM wharf.jobs WHERE id = ANY($1)";
-
-/// Enqueue one job; nothing if its idempotency key is taken (the caller then reads the holder).
-pub(super) const JOB_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, \
+/// Enqueues jobs of one queue in one statement; a job whose idempotency key another holds is
+/// skipped (not returned), and the caller reads the holder.
+pub(super) const JOBS_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, \
      max_attempts, timeout_ms, idempotency_key, payload, metadata, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-     ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING";
+     SELECT t.id, $2, t.kind, t.state, t.priority, t.run_at, t.max_attempts, t.timeout_ms, t.key, t.payload, \
+            t.metadata, $12 \
+     FROM unnest($1::bigint[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::int[], $8::bigint[], \
+                 $9::text[], $10::text[], $11::text[]) \
+          AS t(id, kind, state, priority, run_at, max_attempts, timeout_ms, key, payload, metadata) \
+     ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
 
 /// The job holding an idempotency key, with its payload.
 pub(super) const JOB_BY_KEY: &str =
@@ -214,7 +217,7 @@ pub(super) const QUEUE_DELETE: &str = "DELETE FROM wharf.queues WHERE name = $1"
 
 /// Records the events of a transaction; the notification carries the row's `seq`.
 pub(super) const EVENTS_INSERT: &str = "INSERT INTO wharf.events (at, events) VALUES ($1, $2) RETURNING seq";
-/// Tells every node a transaction's events are committed.
+/// Tells every node which events rows were committed (`$1`: their `seq`s, comma-separated).
 pub(super) const EVENTS_NOTIFY: &str = "SELECT pg_notify('wharf_events', $1)";
 /// Events rows by their `seq`.
 pub(super) const EVENTS_BY_SEQ: &str = "SELECT seq, events FROM wharf.events WHERE seq = ANY($1)";
