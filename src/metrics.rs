@@ -23,8 +23,8 @@
 //! | `wharf_workers_connected` | gauge | | workers that asked for work in the last minute |
 //! | `wharf_store_transactions_total` | counter | | store transactions committed (group commits) |
 //! | `wharf_store_operations_total` | counter | | operations applied in those transactions |
-//! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, fsync included |
-//! | `wharf_store_size_bytes` | gauge | | bytes on disk: the database and its write-ahead log |
+//! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, until it is durable |
+//! | `wharf_store_size_bytes` | gauge | | bytes the store's data takes on disk |
 //! | `process_resident_memory_bytes` | gauge | | the server's resident memory (Linux) |
 //!
 //! Counters start at zero when the server starts, as Prometheus expects.
@@ -127,16 +127,18 @@ pub struct MetricsSnapshot {
     pub store: StoreMetrics,
 }
 
-/// How the store commits: operations per transaction is the group-commit factor.
+/// How a store commits, in terms any transactional store has: operations per transaction is
+/// the group-commit factor.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoreMetrics {
     /// Transactions committed.
     pub transactions: u64,
     /// Operations applied in them.
     pub operations: u64,
-    /// Time per commit, fsync included.
+    /// Time per commit, until the change is durable (a sync to disk included).
     pub commit: LatencyHistogram,
-    /// Bytes on disk: the database file and its write-ahead log.
+    /// Bytes the store's data takes on disk, whatever files it keeps (the embedded store: its
+    /// database and write-ahead log).
     pub size_bytes: u64,
 }
 
@@ -266,7 +268,7 @@ impl Collector for SnapshotCollector {
         ConstCounter::new(store.operations).encode(metric)?;
         let mut metric = encoder.encode_descriptor(
             "wharf_store_commit_seconds",
-            "Time to commit one transaction, fsync included",
+            "Time to commit one transaction, until it is durable",
             None,
             MetricType::Histogram,
         )?;
@@ -278,7 +280,7 @@ impl Collector for SnapshotCollector {
         )?;
         let metric = encoder.encode_descriptor(
             "wharf_store_size_bytes",
-            "Bytes on disk: the database and its write-ahead log",
+            "Bytes the store's data takes on disk",
             None,
             MetricType::Gauge,
         )?;

@@ -10,8 +10,8 @@ use crate::core::time::{SystemClock, parse_duration};
 use crate::events::{EventBus, RingLimits};
 use crate::http::auth::Auth;
 use crate::logging::LogFormat;
-use crate::store::Store;
-use crate::store::sqlite::{Durability, SqliteConfig, SqliteStore};
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+use crate::store::{Durability, Store};
 
 /// Merges defaults, the config file, then flags and environment variables.
 /// The admin token, from `WHARF_ADMIN_TOKEN` or the file named by `--admin-token-file`.

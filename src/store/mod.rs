@@ -98,6 +98,16 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// When a store counts a change as durable, and so when it may answer. Every store offers both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Every acknowledged change survives power loss. The default.
+    #[default]
+    Fsync,
+    /// Every acknowledged change survives a crash of wharf, not of the machine.
+    Os,
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 

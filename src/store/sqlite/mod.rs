@@ -6,9 +6,10 @@
 //! data dir (it fails at start with a clear error), and [`checkpoint`] copies the log into the
 //! database off the commit path.
 //!
-//! Durability: with [`Durability::Fsync`] (the default) every commit is fsynced, so an answered
-//! change survives power loss; with [`Durability::Os`] commits reach the OS but are fsynced only
-//! at checkpoints, which survives `kill -9` of the server but not a power cut.
+//! [`Durability`] maps onto SQLite's `synchronous`: with [`Durability::Fsync`] (the default)
+//! every commit is fsynced (`FULL`); with [`Durability::Os`] commits reach the OS and are
+//! fsynced only at checkpoints (`NORMAL`), which survives `kill -9` of the server but not a
+//! power cut.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -36,15 +37,8 @@ mod sql;
 
 use engine::{Command, Engine};
 
-/// When a commit counts as done.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// fsync every commit: survives power loss. The default.
-    #[default]
-    Fsync,
-    /// Hand commits to the OS, fsync at checkpoints: survives a crash of wharf, not of the machine.
-    Os,
-}
+/// Kept here too for callers that named it before it moved to [`crate::store`].
+pub use crate::store::Durability;
 
 /// How to open the embedded store.
 #[derive(Clone, Debug)]
