@@ -96,6 +96,12 @@ pub enum StoreError {
     /// The store cannot be reached or failed to write; nothing was written.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's memory and its database disagree — an update meant for one row changed
+    /// another number, say a row whose lease is not the one memory holds. A bug or outside
+    /// interference, never the caller's doing: the transaction was rolled back, nothing was
+    /// written, and the store rebuilt its memory from the database.
+    #[error("the store's memory and database disagree: {0}")]
+    Inconsistent(String),
 }
 
 /// When a store counts a change as durable, and so when it may answer. Every store offers both.
