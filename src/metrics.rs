@@ -37,6 +37,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::JobState;
+use crate::core::state::{Reason, Transition};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 20] = [
@@ -99,6 +100,34 @@ pub struct QueueCounters {
     pub wait: LatencyHistogram,
     /// Leased → finished attempt.
     pub run: LatencyHistogram,
+}
+
+impl QueueCounters {
+    /// Counts one transition of a job of this queue (the latency histograms are observed
+    /// apart: they need times the transition does not carry).
+    pub fn record(&mut self, t: Transition) {
+        match t.reason {
+            Reason::Leased => self.started += 1,
+            Reason::Completed => self.succeeded += 1,
+            Reason::Failed | Reason::LeaseExpired => {
+                self.failed += 1;
+                if t.reason == Reason::LeaseExpired {
+                    self.expired += 1;
+                }
+                match t.to {
+                    JobState::Scheduled | JobState::Ready => self.retried += 1,
+                    JobState::Dead => self.dead += 1,
+                    _ => {}
+                }
+            }
+            Reason::Released => self.released += 1,
+            Reason::Canceled | Reason::Promoted | Reason::Redriven => {}
+        }
+        // However it got there: canceled at once, or at the end of its attempt.
+        if t.to == JobState::Canceled {
+            self.canceled += 1;
+        }
+    }
 }
 
 /// What `/metrics` reports about one queue.
