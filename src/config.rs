@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::Limits;
-use crate::store::sqlite::Durability;
+use crate::store::Durability;
 
 /// Everything `wharf serve` needs to know.
 #[derive(Clone, Debug)]

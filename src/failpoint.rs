@@ -5,7 +5,8 @@
 //! builds never have it) and read from `WHARF_FAILPOINTS`, a comma-separated list:
 //!
 //! - `skip_fencing`: accept completions, failures and heartbeats with any token of a running
-//!   job — the bug fencing exists to prevent.
+//!   job — the bug fencing exists to prevent. Both checks are off: memory's, and the database's
+//!   match on the presented token (the row is matched with the token it holds).
 //! - `ack_before_commit`: answer writers before their transaction commits — the bug group
 //!   commit must not have.
 //! - `slow_commit`: hold every commit for half a second, so a crash can land between an

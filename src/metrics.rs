@@ -23,8 +23,8 @@
 //! | `wharf_workers_connected` | gauge | | workers that asked for work in the last minute |
 //! | `wharf_store_transactions_total` | counter | | store transactions committed (group commits) |
 //! | `wharf_store_operations_total` | counter | | operations applied in those transactions |
-//! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, fsync included |
-//! | `wharf_store_size_bytes` | gauge | | bytes on disk: the database and its write-ahead log |
+//! | `wharf_store_commit_seconds` | histogram | | time to commit one transaction, until it is durable |
+//! | `wharf_store_size_bytes` | gauge | | bytes the store's data takes on disk |
 //! | `process_resident_memory_bytes` | gauge | | the server's resident memory (Linux) |
 //! | `wharf_leader` | gauge | | 1 on the node that runs maintenance of a shared store (always 1 on the embedded store) |
 //!
@@ -38,6 +38,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::JobState;
+use crate::core::state::{Reason, Transition};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 20] = [
@@ -102,6 +103,34 @@ pub struct QueueCounters {
     pub run: LatencyHistogram,
 }
 
+impl QueueCounters {
+    /// Counts one transition of a job of this queue (the latency histograms are observed
+    /// apart: they need times the transition does not carry).
+    pub fn record(&mut self, t: Transition) {
+        match t.reason {
+            Reason::Leased => self.started += 1,
+            Reason::Completed => self.succeeded += 1,
+            Reason::Failed | Reason::LeaseExpired => {
+                self.failed += 1;
+                if t.reason == Reason::LeaseExpired {
+                    self.expired += 1;
+                }
+                match t.to {
+                    JobState::Scheduled | JobState::Ready => self.retried += 1,
+                    JobState::Dead => self.dead += 1,
+                    _ => {}
+                }
+            }
+            Reason::Released => self.released += 1,
+            Reason::Canceled | Reason::Promoted | Reason::Redriven => {}
+        }
+        // However it got there: canceled at once, or at the end of its attempt.
+        if t.to == JobState::Canceled {
+            self.canceled += 1;
+        }
+    }
+}
+
 /// What `/metrics` reports about one queue.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QueueMetrics {
@@ -128,16 +157,18 @@ pub struct MetricsSnapshot {
     pub store: StoreMetrics,
 }
 
-/// How the store commits: operations per transaction is the group-commit factor.
+/// How a store commits, in terms any transactional store has: operations per transaction is
+/// the group-commit factor.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoreMetrics {
     /// Transactions committed.
     pub transactions: u64,
     /// Operations applied in them.
     pub operations: u64,
-    /// Time per commit, fsync included.
+    /// Time per commit, until the change is durable (a sync to disk included).
     pub commit: LatencyHistogram,
-    /// Bytes on disk: the database file and its write-ahead log.
+    /// Bytes the store's data takes on disk, whatever files it keeps (the embedded store: its
+    /// database and write-ahead log).
     pub size_bytes: u64,
 }
 
@@ -280,7 +311,7 @@ impl Collector for SnapshotCollector {
         ConstCounter::new(store.operations).encode(metric)?;
         let mut metric = encoder.encode_descriptor(
             "wharf_store_commit_seconds",
-            "Time to commit one transaction, fsync included",
+            "Time to commit one transaction, until it is durable",
             None,
             MetricType::Histogram,
         )?;
@@ -292,7 +323,7 @@ impl Collector for SnapshotCollector {
         )?;
         let metric = encoder.encode_descriptor(
             "wharf_store_size_bytes",
-            "Bytes on disk: the database and its write-ahead log",
+            "Bytes the store's data takes on disk",
             None,
             MetricType::Gauge,
         )?;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::store::sqlite::Durability;
+use crate::store::Durability;
 
 pub mod bench;
 mod commands;

@@ -11,9 +11,9 @@ use crate::core::time::{SystemClock, parse_duration};
 use crate::events::{EventBus, RingLimits};
 use crate::http::auth::Auth;
 use crate::logging::LogFormat;
-use crate::store::Store;
 use crate::store::postgres::{DbClock, PgConfig, PgStore};
-use crate::store::sqlite::{Durability, SqliteConfig, SqliteStore};
+use crate::store::sqlite::{SqliteConfig, SqliteStore};
+use crate::store::{Durability, Store};
 
 /// Merges defaults, the config file, then flags and environment variables.
 /// The admin token, from `WHARF_ADMIN_TOKEN` or the file named by `--admin-token-file`.

@@ -103,6 +103,8 @@ problem_codes! {
     Unavailable => (503, "unavailable", "Service unavailable"),
     /// The disk is full; nothing was written.
     InsufficientStorage => (507, "insufficient_storage", "Insufficient storage"),
+    /// The server found its own records inconsistent; nothing was written.
+    Internal => (500, "internal", "Internal error"),
 }
 
 /// A refused request.
@@ -185,6 +187,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(cause = %cause, "store unavailable");
                 ApiError::new(ProblemCode::Unavailable, "the store is unavailable; nothing was changed; retry later")
             }
+            StoreError::Inconsistent(cause) => {
+                tracing::error!(cause = %cause, "store inconsistency");
+                ApiError::new(ProblemCode::Internal, "the server found its records inconsistent; nothing was changed")
+            }
         }
     }
 }
@@ -252,6 +258,13 @@ mod tests {
         assert_eq!(limited.into_response().headers()[header::RETRY_AFTER], "7");
         let full: ApiError = StoreError::Full.into();
         assert_eq!(full.into_response().status(), StatusCode::INSUFFICIENT_STORAGE);
+    }
+
+    #[test]
+    fn an_inconsistent_store_is_an_internal_error_that_keeps_its_cause() {
+        let e: ApiError = StoreError::Inconsistent("job 0ksd3n2a4q8c0: lease changed 0 rows".into()).into();
+        assert_eq!((e.code, e.code.status().as_u16(), e.code.code()), (ProblemCode::Internal, 500, "internal"));
+        assert!(!e.detail.contains("0ksd3n2a4q8c0"), "the cause is logged, not sent: {}", e.detail);
     }
 
     #[test]

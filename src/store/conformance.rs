@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::core::Clock as _;
 use crate::core::time::ManualClock;
-use crate::core::{JobId, JobState, NewJob, QueueName, QueuePolicyPatch, Timestamp};
+use crate::core::{JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicyPatch, Timestamp};
 use crate::events::{EventBus, EventKind};
 use crate::store::{
     DeadRedriveParams, JobAckParams, JobCompleteParams, JobFailParams, JobLeaseParams, JobListParams, JobReleaseParams,
@@ -57,6 +57,7 @@ macro_rules! store_conformance_suite {
             lease_order_is_priority_then_fifo,
             a_job_is_leased_to_one_worker_at_a_time,
             stale_tokens_are_refused_and_change_nothing,
+            a_token_with_the_wrong_secret_is_refused_and_changes_nothing,
             lease_expiry_counts_an_attempt,
             release_does_not_count_an_attempt,
             retries_follow_the_backoff_bounds,
@@ -298,6 +299,51 @@ pub async fn stale_tokens_are_refused_and_change_nothing(h: &Harness) {
     let missing =
         h.store.job_complete(JobCompleteParams { id: unknown, lease_token: second.lease_token, result: None }).await;
     assert_eq!(missing, Err(StoreError::JobNotFound(unknown)));
+}
+
+pub async fn a_token_with_the_wrong_secret_is_refused_and_changes_nothing(h: &Harness) {
+    let id = enqueue(h, job("q", "k")).await;
+    let leased = lease_one(h, "q").await;
+    let token = leased.lease_token;
+    assert_ne!(token.secret(), 0, "leases carry a secret");
+    // The lease's own sequence number, with another secret or none: whoever can read or guess
+    // the sequence still cannot act on the job.
+    let forged = [LeaseToken::from_parts(token.raw(), token.secret() ^ 1), LeaseToken::from_raw(token.raw())];
+    let before = h.store.job_get(id).await.unwrap();
+    let stale = StoreError::StaleLease { id, state: JobState::Running };
+    for wrong in forged {
+        let complete = h.store.job_complete(JobCompleteParams { id, lease_token: wrong, result: None }).await;
+        assert_eq!(complete, Err(stale.clone()));
+        let failed = h
+            .store
+            .job_fail(JobFailParams { id, lease_token: wrong, error: "x".into(), retryable: false, retry_in_ms: None })
+            .await;
+        assert_eq!(failed, Err(stale.clone()));
+        let beat = h
+            .store
+            .lease_heartbeat(LeaseHeartbeatParams {
+                id,
+                lease_token: wrong,
+                extend_ms: Some(60_000),
+                progress: Some("{}".into()),
+            })
+            .await;
+        assert_eq!(beat, Err(stale.clone()));
+        let released = h.store.job_release(JobReleaseParams { id, lease_token: wrong }).await;
+        assert_eq!(released, Err(stale.clone()));
+        let acked = h
+            .store
+            .job_ack(JobAckParams {
+                complete: vec![JobCompleteParams { id, lease_token: wrong, result: None }],
+                fail: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(acked.complete, vec![Err(stale.clone())]);
+    }
+    assert_eq!(h.store.job_get(id).await.unwrap(), before, "nothing changed");
+    let settled = h.store.job_complete(JobCompleteParams { id, lease_token: token, result: None }).await.unwrap();
+    assert_eq!(settled.state, JobState::Succeeded, "the lease's own token still works");
 }
 
 pub async fn lease_expiry_counts_an_attempt(h: &Harness) {

@@ -1,10 +1,16 @@
 //! The storage seam: one [`Store`] trait, with an embedded SQLite implementation.
 //!
-//! A store is the authority on jobs and queues. It enforces the job lifecycle rules
-//! (`docs/state_machine.md`) — fencing, attempt counting, idempotency, transitions — by
-//! calling the pure decisions in [`crate::core`], and it answers only after the change is
-//! durable. Methods are named noun-first (`job_lease`, `lease_heartbeat`, `dead_redrive`) so
-//! they group by entity, and take one params struct each.
+//! A store is the authority on jobs and queues, and it answers only after a change is durable
+//! ([`Durability`]). It decides nothing about the job lifecycle (`docs/state_machine.md`)
+//! itself: every change of a job's state is a [`Transition`](crate::core::state::Transition)
+//! built by [`crate::core::state`] — which states, what becomes of the attempt count, and why —
+//! and the store writes exactly that. It refuses a transition that does not leave the state the
+//! job is in, applies the attempt change as a value, and fences every change of a leased job on
+//! the token the caller presented, sequence and secret alike. A store that keeps state in two
+//! places (memory and a database) checks in both, and reports a disagreement between them as
+//! [`StoreError::Inconsistent`], never as a silent no-op. Methods are named noun-first
+//! (`job_lease`, `lease_heartbeat`, `dead_redrive`) so they group by entity, and take one params
+//! struct each.
 //!
 //! A store never imports the HTTP layer; it publishes committed changes on the
 //! [`EventBus`](crate::events::EventBus) it was given.
@@ -97,6 +103,22 @@ pub enum StoreError {
     /// The store cannot be reached or failed to write; nothing was written.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's memory and its database disagree — an update meant for one row changed
+    /// another number, say a row whose lease is not the one memory holds. A bug or outside
+    /// interference, never the caller's doing: the transaction was rolled back, nothing was
+    /// written, and the store rebuilt its memory from the database.
+    #[error("the store's memory and database disagree: {0}")]
+    Inconsistent(String),
+}
+
+/// When a store counts a change as durable, and so when it may answer. Every store offers both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Every acknowledged change survives power loss. The default.
+    #[default]
+    Fsync,
+    /// Every acknowledged change survives a crash of wharf, not of the machine.
+    Os,
 }
 
 /// Result of a store operation.

@@ -53,7 +53,7 @@ pub(super) async fn serve(
 
 async fn health(State((status, config)): State<(Arc<Status>, Arc<WorkerConfig>)>) -> Json<Health> {
     Json(Health {
-        state: status.state(),
+        state: status.phase().as_str(),
         worker_id: config.worker_id.clone(),
         queues: config.queues.clone(),
         running_jobs: status.running.load(Ordering::Acquire),

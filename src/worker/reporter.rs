@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::api::{AckComplete, AckFail, AckRequest, Json};
 use crate::client::{Client, ClientError};
+use crate::core::JobState;
 
 /// One outcome to report.
 #[derive(Debug)]
@@ -31,6 +32,47 @@ impl Report {
         match self {
             Report::Complete { id, .. } | Report::Fail { id, .. } | Report::Release { id, .. } => id,
         }
+    }
+
+    /// What it says became of the attempt.
+    pub(super) fn kind(&self) -> ReportKind {
+        match self {
+            Report::Complete { .. } => ReportKind::Completed,
+            Report::Fail { retryable: false, .. } => ReportKind::FailedForGood,
+            Report::Fail { .. } => ReportKind::Failed,
+            Report::Release { .. } => ReportKind::Released,
+        }
+    }
+}
+
+/// What became of an attempt, as its report says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReportKind {
+    /// The handler succeeded.
+    Completed,
+    /// It failed, and the job is not to be retried.
+    FailedForGood,
+    /// It failed, and may be retried.
+    Failed,
+    /// The worker gave the lease back.
+    Released,
+}
+
+impl ReportKind {
+    /// As the attempt's log line reads: `attempt <kind>`.
+    pub(super) const fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Completed => "completed",
+            ReportKind::FailedForGood => "failed for good",
+            ReportKind::Failed => "failed",
+            ReportKind::Released => "released",
+        }
+    }
+}
+
+impl std::fmt::Display for ReportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -59,7 +101,13 @@ impl From<&str> for Refusal {
 }
 
 /// What became of a report: the job's new state, or why the server refused it.
-pub(super) type Receipt = Result<String, Refusal>;
+pub(super) type Receipt = Result<JobState, Refusal>;
+
+/// The job's state as the server answered it; a name this worker does not know is as unusable
+/// an answer as none.
+fn settled_state(state: &str) -> Receipt {
+    state.parse::<JobState>().map_err(|unknown| Refusal::from(&*format!("the server answered {unknown}")))
+}
 
 /// Most outcomes in one acknowledgement.
 const MAX_BATCH: usize = 256;
@@ -124,7 +172,9 @@ async fn run(
         let (releases, acks): (Vec<_>, Vec<_>) =
             batch.drain(..).partition(|(r, _, _)| matches!(r, Report::Release { .. }));
         for (report, lease_until, done) in releases {
-            let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report)).await;
+            let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report))
+                .await
+                .and_then(|state| settled_state(&state));
             log_refusal(report.id(), &receipt);
             let _ = done.send(receipt);
         }
@@ -167,7 +217,9 @@ async fn run(
                 // send each alone so the others still land.
                 tracing::debug!(reason = %refusal, "batched acknowledgement refused; sending items one by one");
                 for (report, lease_until, done) in acks {
-                    let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report)).await;
+                    let receipt = retry(&on_contact, Some(lease_until), stopping, || single(&client, &report))
+                        .await
+                        .and_then(|state| settled_state(&state));
                     log_refusal(report.id(), &receipt);
                     let _ = done.send(receipt);
                 }
@@ -179,7 +231,7 @@ async fn run(
 fn item_receipt(item: Option<&crate::api::AckItemResult>) -> Receipt {
     match item {
         Some(item) => match (&item.state, &item.error) {
-            (Some(state), _) => Ok(state.clone()),
+            (Some(state), _) => settled_state(state),
             (None, Some(problem)) => Err(Refusal { code: Some(problem.code.clone()), detail: problem.detail.clone() }),
             (None, None) => Err("the server answered neither a state nor an error".into()),
         },
@@ -215,7 +267,7 @@ fn ack_request<'a>(reports: impl Iterator<Item = &'a Report>) -> AckRequest {
     request
 }
 
-/// Sends one report on its own endpoint.
+/// Sends one report on its own endpoint; the job's state as the server answered it.
 async fn single(client: &Client, report: &Report) -> Result<String, ClientError> {
     let settled = match report {
         Report::Complete { id, lease_token, result } => {
@@ -289,5 +341,38 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_report_reads_as_its_log_line() {
+        let (id, lease_token) = (String::from("j"), String::from("t"));
+        let fail = |retryable| Report::Fail {
+            id: id.clone(),
+            lease_token: lease_token.clone(),
+            error: "e".into(),
+            retryable,
+            retry_in_ms: None,
+        };
+        let reports = [
+            Report::Complete { id: id.clone(), lease_token: lease_token.clone(), result: None },
+            fail(false),
+            fail(true),
+            Report::Release { id: id.clone(), lease_token: lease_token.clone() },
+        ];
+        let lines: Vec<String> = reports.iter().map(|r| format!("attempt {}", r.kind())).collect();
+        assert_eq!(lines, ["attempt completed", "attempt failed for good", "attempt failed", "attempt released"]);
+    }
+
+    #[test]
+    fn the_servers_state_is_read_as_a_job_state() {
+        assert_eq!(settled_state("ready").ok(), Some(JobState::Ready));
+        assert_eq!(settled_state("dead").ok().map(|s| s.to_string()), Some("dead".into()), "logged as it came");
+        let unknown = settled_state("exploded").unwrap_err();
+        assert!(unknown.code.is_none() && unknown.detail.contains("exploded"), "{unknown}");
     }
 }

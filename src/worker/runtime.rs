@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::handler::{Handler, JobContext, Outcome, StopReason};
-use super::reporter::{Report, Reporter, retry};
+use super::reporter::{Report, ReportKind, Reporter, retry};
 use super::{WorkerConfig, health};
 use crate::api::{HeartbeatRequest, LeaseRequest, LeasedJobView};
 use crate::client::{Client, ClientError};
@@ -55,10 +55,39 @@ impl Shutdown {
     }
 }
 
+/// Where a worker is in its life; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(super) enum Phase {
+    /// Leasing and running jobs.
+    Running,
+    /// Leasing nothing new; running jobs finish within the grace period.
+    Draining,
+    /// Stopping the jobs still running and releasing their leases.
+    Stopping,
+    /// Done.
+    Stopped,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [Phase::Running, Phase::Draining, Phase::Stopping, Phase::Stopped];
+
+    /// As the health endpoint names it.
+    pub(super) const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
 /// The worker's state, for its health endpoint.
 #[derive(Debug)]
 pub(super) struct Status {
-    state: AtomicU8,
+    /// A [`Phase`], as its discriminant.
+    phase: AtomicU8,
     pub(super) running: AtomicUsize,
     /// Leases a stopping worker could not give back.
     unreleased: AtomicUsize,
@@ -66,13 +95,10 @@ pub(super) struct Status {
     server_reachable: std::sync::atomic::AtomicBool,
 }
 
-/// `running`, `draining`, `stopping`, `stopped`.
-const STATES: [&str; 4] = ["running", "draining", "stopping", "stopped"];
-
 impl Status {
     fn new() -> Self {
         Status {
-            state: AtomicU8::new(0),
+            phase: AtomicU8::new(Phase::Running as u8),
             running: AtomicUsize::new(0),
             unreleased: AtomicUsize::new(0),
             last_contact: Mutex::new(None),
@@ -80,12 +106,14 @@ impl Status {
         }
     }
 
-    fn set(&self, state: usize) {
-        self.state.store(state as u8, Ordering::Release);
+    fn set(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
     }
 
-    pub(super) fn state(&self) -> &'static str {
-        STATES.get(self.state.load(Ordering::Acquire) as usize).copied().unwrap_or("unknown")
+    pub(super) fn phase(&self) -> Phase {
+        let stored = self.phase.load(Ordering::Acquire);
+        // Only `set` stores, and it stores a phase.
+        Phase::ALL.into_iter().find(|p| *p as u8 == stored).unwrap_or(Phase::Stopped)
     }
 
     pub(super) fn contact(&self, reached: bool) {
@@ -214,7 +242,7 @@ impl Worker {
             }
         }
 
-        status.set(1);
+        status.set(Phase::Draining);
         let running = status.running.load(Ordering::Acquire);
         tracing::info!(running, grace_ms = config.grace.as_millis() as u64, "draining");
         let drained = async { while jobs.join_next().await.is_some() {} };
@@ -227,7 +255,7 @@ impl Worker {
             }
             () = shutdown.now.cancelled() => false,
         };
-        status.set(2);
+        status.set(Phase::Stopping);
         stop_all.cancel();
         // Stopped handlers release their leases. Reports that go through land however long
         // they take; a server that cannot be reached gets a second, then the leases left
@@ -245,7 +273,7 @@ impl Worker {
         }
         drop(reporter);
         let _ = reporter_task.await;
-        status.set(3);
+        status.set(Phase::Stopped);
         if let Some(health) = health {
             health.abort();
         }
@@ -393,12 +421,7 @@ impl Attempt {
             }
         };
         if let Some(report) = report {
-            let kind = match &report {
-                Report::Complete { .. } => "completed",
-                Report::Fail { retryable: false, .. } => "failed for good",
-                Report::Fail { .. } => "failed",
-                Report::Release { .. } => "released",
-            };
+            let kind = report.kind();
             // Why an attempt failed goes into its log line too, not only to the server.
             let error = match &report {
                 Report::Fail { error, .. } => Some(error.clone()),
@@ -430,7 +453,7 @@ impl Attempt {
                     }
                 }
                 Err(why) => {
-                    if kind == "released" {
+                    if kind == ReportKind::Released {
                         self.status.unreleased.fetch_add(1, Ordering::AcqRel);
                     }
                     tracing::warn!(elapsed_ms, reason = %why, "attempt {kind}, but the server did not record it")

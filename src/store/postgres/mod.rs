@@ -890,7 +890,7 @@ impl PgStore {
             ]
         ));
         if changed != 1 {
-            return Err(StoreError::Unavailable(format!("job {id}: a locked lease changed under us")));
+            return Err(StoreError::Inconsistent(format!("job {id}: a locked lease changed under us")));
         }
         let mut event =
             StoredEvent::new(id, &facts.queue, facts.version + 1, EventKind::State, transition.to, facts.attempt, now);
@@ -1276,7 +1276,7 @@ impl Store for PgStore {
             ]
         ));
         if changed != 1 {
-            return Err(StoreError::Unavailable(format!("job {}: a locked lease changed under us", params.id)));
+            return Err(StoreError::Inconsistent(format!("job {}: a locked lease changed under us", params.id)));
         }
         let mut changes = Changes::default();
         changes.events.push(StoredEvent::new(

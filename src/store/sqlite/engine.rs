@@ -14,7 +14,20 @@
 //! The database is authoritative. [`Memory`] is an index over it that changes in step with the
 //! rows inside the same transaction. If a transaction fails (disk full, I/O error), it is rolled
 //! back, the memory is rebuilt from the database, and every operation in the batch gets the
-//! error: nothing half-applied survives.
+//! error: nothing half-applied survives. The same happens when the two are found to disagree.
+//!
+//! # Transitions and fencing
+//!
+//! The writer decides nothing about a job's lifecycle. Every state change is a
+//! [`Transition`] from `core::state` (`lease`, `complete`, `fail`, `release`, `promote`,
+//! `cancel_now`, `redrive_now`), and `Engine::apply_transition` is the one place that writes
+//! one: it refuses a transition that does not leave the state the row is in, binds the new
+//! state, attempt count and version as values (the SQL does no arithmetic), moves the queue's
+//! counts and counters, and records the event. Fencing is checked twice: in memory against the
+//! lease the writer holds, then by the database, since every update of a leased job matches the
+//! token the caller presented, sequence and secret. An update meant for one row that changes
+//! another number means memory and database disagree: the transaction is rolled back, memory is
+//! rebuilt, and every operation in it gets [`StoreError::Inconsistent`], logged at error level.
 //!
 //! # Timing
 //!
@@ -35,7 +48,7 @@ use tokio::sync::oneshot;
 use super::checkpoint::Checkpointer;
 use super::memory::{Lease, Memory, QueueMem, ReadyKey};
 use super::{rows, sql};
-use crate::core::state::{self, AfterFailure, CancelEffect, FailedAttempt};
+use crate::core::state::{self, AfterFailure, CancelEffect, FailedAttempt, LEASE_EXPIRED_MESSAGE, Reason, Transition};
 use crate::core::{
     Clock, IdGenerator, Job, JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicy, QueuePolicyPatch, Timestamp,
 };
@@ -53,9 +66,6 @@ const MAX_BATCH: usize = 1_024;
 /// Most scheduled jobs promoted, or leases expired, per transaction; the rest follow at once in
 /// the next one, so a backlog of due work never stalls answers for long.
 const MAX_MAINTENANCE: usize = 5_000;
-/// The error message recorded when a lease runs out.
-const LEASE_EXPIRED: &str = "lease expired";
-
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 /// One operation for the writer thread.
@@ -153,6 +163,26 @@ impl Batch {
         })));
     }
 
+    /// Queues the answer to an operation; if the operation abandons the transaction, its reply
+    /// waits for the transaction's error like every other in it.
+    fn settle<T: Send + 'static, E: Into<Abort>>(
+        &mut self,
+        reply: Reply<T>,
+        outcome: Result<StoreResult<T>, E>,
+    ) -> Tx<()> {
+        match outcome {
+            Ok(result) => {
+                self.answer(reply, result);
+                Ok(())
+            }
+            Err(abort) => {
+                // Never sent: a rolled-back transaction answers everyone with its own error.
+                self.answer(reply, Err(StoreError::Unavailable("rolled back".into())));
+                Err(abort.into())
+            }
+        }
+    }
+
     fn event(
         &mut self,
         queue: &QueueMem,
@@ -190,10 +220,138 @@ pub(super) fn store_error(err: &rusqlite::Error) -> StoreError {
     }
 }
 
-/// The writer thread's state.
+/// Why a transaction is abandoned: it is rolled back, memory is rebuilt from the database, and
+/// every operation in it is answered with the error.
+#[derive(Debug)]
+enum Abort {
+    /// SQLite failed: I/O, a full disk.
+    Sql(rusqlite::Error),
+    /// Memory and the database disagree, or the writer asked for a change the row cannot take.
+    Inconsistent(String),
+}
+
+impl From<rusqlite::Error> for Abort {
+    fn from(err: rusqlite::Error) -> Self {
+        Abort::Sql(err)
+    }
+}
+
+impl Abort {
+    /// An inconsistency about job `id`.
+    fn inconsistent(id: i64, what: impl std::fmt::Display) -> Self {
+        Abort::Inconsistent(format!("job {}: {what}", JobId::from_raw(id)))
+    }
+
+    /// What callers are told.
+    fn store_error(&self) -> StoreError {
+        match self {
+            Abort::Sql(err) => store_error(err),
+            Abort::Inconsistent(what) => StoreError::Inconsistent(what.clone()),
+        }
+    }
+}
+
+/// A step of a transaction: an `Err` abandons the whole transaction.
+type Tx<T> = Result<T, Abort>;
+
+/// An update meant for exactly one row. Any other count means the row is not in the state, or
+/// not under the lease, that memory holds: memory and database disagree.
+fn expect_one(changed: usize, id: i64, what: impl std::fmt::Display) -> Tx<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(Abort::inconsistent(id, format_args!("{what} changed {changed} rows, not 1")))
+    }
+}
+
+/// A job row as the writer knows it just before a transition: from memory (a lease, the ready or
+/// scheduled index) or read in the same transaction.
+#[derive(Clone, Copy, Debug)]
+struct RowNow {
+    id: i64,
+    /// Its queue's index in memory.
+    queue: usize,
+    state: JobState,
+    attempt: u32,
+    version: i64,
+}
+
+impl RowNow {
+    /// A running job, as its lease in memory has it.
+    fn leased(id: JobId, lease: &Lease) -> Self {
+        RowNow {
+            id: id.raw(),
+            queue: lease.queue,
+            state: JobState::Running,
+            attempt: lease.attempt,
+            version: lease.version,
+        }
+    }
+}
+
+/// What a transition writes besides the state, attempt count, version and finish time: one kind
+/// per statement, each for the reasons it fits.
+enum RowChange<'a> {
+    /// A lease starts: its token, expiry, duration and worker (`JOB_LEASE`).
+    Lease { token: LeaseToken, expires_at: Timestamp, lease_ms: u64, worker: &'a str },
+    /// An attempt succeeded with this result (`JOB_COMPLETE`).
+    Complete { result: Option<String> },
+    /// An attempt failed, by report or expiry: its message, and when it runs again if it does
+    /// (`JOB_FAIL`).
+    Fail { error: String, run_at: Option<Timestamp> },
+    /// A lease is given back (`JOB_RELEASE`).
+    Release,
+    /// A scheduled job's time came (`JOB_STATE_SET`).
+    Promote,
+    /// A waiting job is canceled (`JOB_STATE_SET`).
+    Cancel,
+    /// A dead job goes back to ready now (`DEAD_REDRIVE`).
+    Redrive,
+}
+
+impl RowChange<'_> {
+    /// The statement that writes this change for a transition of `reason`; `None` if the two do
+    /// not belong together.
+    fn statement(&self, reason: Reason) -> Option<&'static str> {
+        match (self, reason) {
+            (RowChange::Lease { .. }, Reason::Leased) => Some(sql::JOB_LEASE),
+            (RowChange::Complete { .. }, Reason::Completed) => Some(sql::JOB_COMPLETE),
+            (RowChange::Fail { .. }, Reason::Failed | Reason::LeaseExpired) => Some(sql::JOB_FAIL),
+            (RowChange::Release, Reason::Released) => Some(sql::JOB_RELEASE),
+            (RowChange::Promote, Reason::Promoted) | (RowChange::Cancel, Reason::Canceled) => Some(sql::JOB_STATE_SET),
+            (RowChange::Redrive, Reason::Redriven) => Some(sql::DEAD_REDRIVE),
+            _ => None,
+        }
+    }
+}
+
+/// What a transition left the row with.
+#[derive(Clone, Copy, Debug)]
+struct Applied {
+    attempt: u32,
+    version: i64,
+}
+
+/// A lease that passed the fencing check in memory, and the token the row must hold too.
+struct Fenced {
+    lease: Lease,
+    /// The token the caller presented.
+    token: LeaseToken,
+}
+
+/// A failed attempt, as reported or as an expired lease makes it.
+struct Failure {
+    error: String,
+    retryable: bool,
+    retry_in_ms: Option<u64>,
+    /// `Failed` or `LeaseExpired`.
+    reason: Reason,
+}
+
 /// Most tokens a store keeps.
 const MAX_TOKENS: i64 = 10_000;
 
+/// The writer thread's state.
 pub(super) struct Engine {
     conn: Connection,
     checkpointer: Checkpointer,
@@ -325,7 +483,7 @@ impl Engine {
         let durable_ids = self.ids.last();
         let mut commit_started = None;
         let mut commands = batch.drain(..);
-        let outcome = (|| -> rusqlite::Result<()> {
+        let outcome = (|| -> Tx<()> {
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             for cmd in commands.by_ref() {
                 self.apply(cmd, &mut cx)?;
@@ -353,7 +511,8 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(500));
             }
             commit_started = Some(Instant::now());
-            self.conn.prepare_cached("COMMIT")?.execute([]).map(drop)
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
         })();
         match outcome {
             Ok(()) => {
@@ -375,9 +534,15 @@ impl Engine {
                     }
                 }
             }
-            Err(err) => {
-                let failure = store_error(&err);
-                tracing::error!(error = %err, "store transaction failed; rolled back");
+            Err(abort) => {
+                let failure = abort.store_error();
+                match &abort {
+                    Abort::Sql(err) => tracing::error!(error = %err, "store transaction failed; rolled back"),
+                    Abort::Inconsistent(what) => tracing::error!(
+                        problem = %what,
+                        "the store's memory and database disagree; rolled back, rebuilding memory from the database"
+                    ),
+                }
                 for cmd in commands {
                     cmd.reject(failure.clone());
                 }
@@ -432,57 +597,54 @@ impl Engine {
         }
     }
 
-    fn apply(&mut self, cmd: Command, cx: &mut Batch) -> rusqlite::Result<()> {
+    fn apply(&mut self, cmd: Command, cx: &mut Batch) -> Tx<()> {
         match cmd {
             Command::Insert { jobs, reply } => {
-                let inserted = self.insert(jobs, cx)?;
-                cx.answer(reply, inserted);
+                let inserted = self.insert(jobs, cx);
+                cx.settle(reply, inserted)?;
             }
             Command::Get { id, reply } => {
-                let job = self.get(id)?;
-                cx.answer(reply, job.ok_or(StoreError::JobNotFound(id)));
+                let job = self.get(id).map(|job| job.ok_or(StoreError::JobNotFound(id)));
+                cx.settle(reply, job)?;
             }
             Command::List { params, reply } => {
-                let page = self.list(params)?;
-                cx.answer(reply, page);
+                let page = self.list(params);
+                cx.settle(reply, page)?;
             }
-            Command::Lease { params, deadline, reply } => {
-                let jobs = self.lease(&params, cx)?;
-                if jobs.is_empty() && !self.stop_waiting && deadline > Instant::now() {
+            Command::Lease { params, deadline, reply } => match self.lease(&params, cx) {
+                Ok(jobs) if jobs.is_empty() && !self.stop_waiting && deadline > Instant::now() => {
                     self.waiters.push(Waiter { params, deadline, reply });
-                } else {
-                    cx.answers.push(Pending::Leased { reply, jobs });
                 }
-            }
+                Ok(jobs) => cx.answers.push(Pending::Leased { reply, jobs }),
+                Err(abort) => {
+                    // Answered with the transaction's error, like every other operation in it.
+                    cx.answers.push(Pending::Leased { reply, jobs: Vec::new() });
+                    return Err(abort);
+                }
+            },
             Command::Heartbeat { params, reply } => {
-                let beat = self.heartbeat(params, cx)?;
-                cx.answer(reply, beat);
+                let beat = self.heartbeat(params, cx);
+                cx.settle(reply, beat)?;
             }
             Command::Complete { params, reply } => {
-                let settled = self.complete(params, cx)?;
-                cx.answer(reply, settled);
+                let settled = self.complete(params, cx);
+                cx.settle(reply, settled)?;
             }
             Command::Fail { params, reply } => {
-                let settled = self.fail(params, cx)?;
-                cx.answer(reply, settled);
+                let settled = self.fail(params, cx);
+                cx.settle(reply, settled)?;
             }
             Command::Release { params, reply } => {
-                let settled = self.release(params.id, params.lease_token, cx)?;
-                cx.answer(reply, settled);
+                let settled = self.release(params.id, params.lease_token, cx);
+                cx.settle(reply, settled)?;
             }
             Command::Ack { params, reply } => {
-                let mut acked = Acked::default();
-                for item in params.complete {
-                    acked.complete.push(self.complete(item, cx)?);
-                }
-                for item in params.fail {
-                    acked.fail.push(self.fail(item, cx)?);
-                }
-                cx.answer(reply, Ok(acked));
+                let acked = self.ack(params, cx);
+                cx.settle(reply, acked)?;
             }
             Command::Cancel { id, reply } => {
-                let canceled = self.cancel(id, cx)?;
-                cx.answer(reply, canceled);
+                let canceled = self.cancel(id, cx);
+                cx.settle(reply, canceled)?;
             }
             Command::QueueList { reply } => {
                 let infos = (0..self.mem.queues.len()).map(|i| self.queue_info(i)).collect();
@@ -496,32 +658,32 @@ impl Engine {
                 cx.answer(reply, info);
             }
             Command::QueueUpsert { name, patch, reply } => {
-                let info = self.queue_upsert(name, &patch, cx)?;
-                cx.answer(reply, info);
+                let info = self.queue_upsert(name, &patch, cx);
+                cx.settle(reply, info)?;
             }
             Command::QueueDelete { name, reply } => {
-                let deleted = self.queue_delete(name)?;
-                cx.answer(reply, deleted);
+                let deleted = self.queue_delete(name);
+                cx.settle(reply, deleted)?;
             }
             Command::TokenInsert { token, reply } => {
-                let inserted = self.token_insert(&token)?;
-                cx.answer(reply, inserted);
+                let inserted = self.token_insert(&token);
+                cx.settle(reply, inserted)?;
             }
             Command::TokenList { reply } => {
-                let tokens = self.token_list()?;
-                cx.answer(reply, Ok(tokens));
+                let tokens = self.token_list().map(Ok);
+                cx.settle(reply, tokens)?;
             }
             Command::TokenDelete { id, reply } => {
-                let deleted = self.conn.prepare_cached(sql::TOKEN_DELETE)?.execute([id])? > 0;
-                cx.answer(reply, Ok(deleted));
+                let deleted = self.conn.prepare_cached(sql::TOKEN_DELETE).and_then(|mut s| s.execute([id]));
+                cx.settle(reply, deleted.map(|n| Ok(n > 0)))?;
             }
             Command::Redrive { params, reply } => {
-                let moved = self.redrive(params, cx)?;
-                cx.answer(reply, moved);
+                let moved = self.redrive(params, cx);
+                cx.settle(reply, moved)?;
             }
             Command::Prune { limit, reply } => {
-                let pruned = self.prune(limit, cx)?;
-                cx.answer(reply, Ok(pruned));
+                let pruned = self.prune(limit, cx).map(Ok);
+                cx.settle(reply, pruned)?;
             }
             Command::Maintain { reply } | Command::Ping { reply } => cx.answer(reply, Ok(())),
             Command::Metrics { reply } => {
@@ -536,6 +698,18 @@ impl Engine {
             Command::Shutdown { reply } => cx.answer(reply, Ok(())),
         }
         Ok(())
+    }
+
+    /// Many completions and failures: each item succeeds or fails alone.
+    fn ack(&mut self, params: JobAckParams, cx: &mut Batch) -> Tx<StoreResult<Acked>> {
+        let mut acked = Acked::default();
+        for item in params.complete {
+            acked.complete.push(self.complete(item, cx)?);
+        }
+        for item in params.fail {
+            acked.fail.push(self.fail(item, cx)?);
+        }
+        Ok(Ok(acked))
     }
 
     /// The queue's index, creating it with the default policy on first use.
@@ -740,7 +914,7 @@ impl Engine {
         Ok(Ok(JobPage { jobs, next_cursor }))
     }
 
-    fn lease(&mut self, params: &JobLeaseParams, cx: &mut Batch) -> rusqlite::Result<Vec<LeasedJob>> {
+    fn lease(&mut self, params: &JobLeaseParams, cx: &mut Batch) -> Tx<Vec<LeasedJob>> {
         let now = cx.now;
         let worker = self.mem.worker_seen(&params.worker_id, params.host.as_deref(), &params.queues, now);
         let queues: Vec<usize> = params.queues.iter().filter_map(|q| self.mem.queue_index(q.as_str())).collect();
@@ -769,57 +943,56 @@ impl Engine {
             let lease_ms = params.lease_ms.unwrap_or(queue.policy.lease_ms);
             let token = self.ids.lease_token(now, self.secrets.random::<u128>().max(1));
             let expires_at = now.plus_millis(lease_ms);
-            let (mut job, max_override, ready_at, version) =
-                self.conn.prepare_cached(sql::JOB_LEASE_READ)?.query_row([key.id], |row| {
-                    let max_attempts: Option<u32> = row.get(3)?;
-                    Ok((
-                        LeasedJob {
-                            id: JobId::from_raw(key.id),
-                            queue: self.mem.queues[q].name.clone(),
-                            kind: row.get(0)?,
-                            payload: row.get(1)?,
-                            attempt: row.get::<_, u32>(2)? + 1,
-                            max_attempts: 0,
-                            timeout_ms: row.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
-                            metadata: rows::metadata_from(row.get(5)?),
-                            priority: row.get(6)?,
-                            lease_token: token,
-                            lease_expires_at: expires_at,
-                        },
-                        max_attempts,
-                        row.get::<_, i64>(7)?,
-                        row.get::<_, i64>(8)? + 1,
-                    ))
-                })?;
-            let changed = self.conn.prepare_cached(sql::JOB_LEASE)?.execute(params![
-                key.id,
-                token.raw(),
-                expires_at.as_millis(),
-                lease_ms as i64,
-                params.worker_id,
-                now.as_millis(),
-                rows::secret_bytes(token),
-            ])?;
-            debug_assert_eq!(changed, 1, "the ready index and the rows agree");
+            let read = self
+                .conn
+                .prepare_cached(sql::JOB_LEASE_READ)?
+                .query_row([key.id], |row| {
+                    let job = LeasedJob {
+                        id: JobId::from_raw(key.id),
+                        queue: self.mem.queues[q].name.clone(),
+                        kind: row.get(0)?,
+                        payload: row.get(1)?,
+                        // Both set below: the count by the transition, the limit by the policy.
+                        attempt: 0,
+                        max_attempts: 0,
+                        timeout_ms: row.get::<_, Option<i64>>(4)?.map(|v| v.max(0) as u64),
+                        metadata: rows::metadata_from(row.get(5)?),
+                        priority: row.get(6)?,
+                        lease_token: token,
+                        lease_expires_at: expires_at,
+                    };
+                    let now = RowNow {
+                        id: key.id,
+                        queue: q,
+                        state: rows::state(row, 9)?,
+                        attempt: row.get(2)?,
+                        version: row.get(8)?,
+                    };
+                    Ok((job, now, row.get::<_, Option<u32>>(3)?, row.get::<_, i64>(7)?))
+                })
+                .optional()?;
+            let Some((mut job, row, max_override, ready_at)) = read else {
+                return Err(Abort::inconsistent(key.id, "the ready index holds a job the database does not have"));
+            };
+            let change = RowChange::Lease { token, expires_at, lease_ms, worker: &params.worker_id };
+            let applied = self.apply_transition(row, None, state::lease(), change, cx)?;
             let queue = &mut self.mem.queues[q];
+            job.attempt = applied.attempt;
             job.max_attempts = max_override.unwrap_or(queue.policy.max_attempts);
-            queue.count_move(Some(JobState::Ready), Some(JobState::Running));
-            queue.counters.started += 1;
             queue.counters.wait.observe_ms(now.millis_since(Timestamp::from_millis(ready_at)));
-            cx.event(queue, key.id, version, EventKind::State, JobState::Running, job.attempt);
             self.mem.insert_lease(
                 key.id,
                 Lease {
-                    token: job.lease_token,
+                    token,
                     expires_at,
                     queue: q,
                     lease_ms,
                     started_at: now,
-                    attempt: job.attempt,
+                    attempt: applied.attempt,
                     max_attempts: max_override,
                     cancel_requested: false,
                     worker: Arc::clone(&worker),
-                    version,
+                    version: applied.version,
                     priority: job.priority,
                     ready_at,
                 },
@@ -828,6 +1001,92 @@ impl Engine {
             out.push(job);
         }
         Ok(out)
+    }
+
+    /// Applies one transition decided in `core::state` to job `row`: the one place a job's state
+    /// changes once it exists. It refuses a transition that does not leave the state the row is
+    /// in, and one of a leased job without the caller's token (or of another job with one). It
+    /// binds what the transition decided — the new state, the attempt count after it, the next
+    /// version, the finish time — so the SQL computes none of it, and the statement matches the
+    /// row's state and, under a lease, the token `fence` the caller presented: exactly one row
+    /// must change. Then it moves the queue's counts, tallies its counters and records the
+    /// event. Memory's indexes (ready, scheduled, leases) stay with the caller, which knows
+    /// where the job goes.
+    fn apply_transition(
+        &mut self,
+        row: RowNow,
+        fence: Option<LeaseToken>,
+        t: Transition,
+        change: RowChange<'_>,
+        cx: &mut Batch,
+    ) -> Tx<Applied> {
+        if t.from != row.state {
+            return Err(Abort::inconsistent(
+                row.id,
+                format_args!("{:?} leaves {}, but the job is {}", t.reason, t.from, row.state),
+            ));
+        }
+        if fence.is_some() != (t.from == JobState::Running) {
+            return Err(Abort::inconsistent(
+                row.id,
+                format_args!("{:?} from {} must be fenced exactly when the job runs under a lease", t.reason, t.from),
+            ));
+        }
+        let Some(statement) = change.statement(t.reason) else {
+            return Err(Abort::inconsistent(row.id, format_args!("no statement writes {:?} this way", t.reason)));
+        };
+        if row.queue >= self.mem.queues.len() {
+            return Err(Abort::inconsistent(row.id, "its queue is not in memory"));
+        }
+        let applied = Applied { attempt: t.attempt_after(row.attempt), version: row.version + 1 };
+        let changed = {
+            let mut stmt = self.conn.prepare_cached(statement)?;
+            stmt.raw_bind_parameter(":id", row.id)?;
+            stmt.raw_bind_parameter(":from", t.from.as_str())?;
+            stmt.raw_bind_parameter(":to", t.to.as_str())?;
+            stmt.raw_bind_parameter(":attempt", applied.attempt)?;
+            stmt.raw_bind_parameter(":version", applied.version)?;
+            stmt.raw_bind_parameter(":finished_at", t.finishes().then_some(cx.now.as_millis()))?;
+            if let Some(token) = fence {
+                stmt.raw_bind_parameter(":fence_seq", token.raw())?;
+                stmt.raw_bind_parameter(":fence_secret", rows::secret_bytes(token))?;
+            }
+            match &change {
+                RowChange::Lease { token, expires_at, lease_ms, worker } => {
+                    stmt.raw_bind_parameter(":token", token.raw())?;
+                    stmt.raw_bind_parameter(":secret", rows::secret_bytes(*token))?;
+                    stmt.raw_bind_parameter(":expires_at", expires_at.as_millis())?;
+                    stmt.raw_bind_parameter(":lease_ms", *lease_ms as i64)?;
+                    stmt.raw_bind_parameter(":worker", *worker)?;
+                    stmt.raw_bind_parameter(":now", cx.now.as_millis())?;
+                }
+                RowChange::Complete { result } => stmt.raw_bind_parameter(":result", result.as_deref())?,
+                RowChange::Fail { error, run_at } => {
+                    stmt.raw_bind_parameter(":run_at", run_at.map(Timestamp::as_millis))?;
+                    stmt.raw_bind_parameter(":error", error.as_str())?;
+                    stmt.raw_bind_parameter(":now", cx.now.as_millis())?;
+                }
+                RowChange::Redrive => stmt.raw_bind_parameter(":now", cx.now.as_millis())?,
+                RowChange::Release | RowChange::Promote | RowChange::Cancel => {}
+            }
+            stmt.raw_execute()?
+        };
+        expect_one(changed, row.id, format_args!("{:?} from {}", t.reason, t.from))?;
+        let queue = &mut self.mem.queues[row.queue];
+        queue.count_move(Some(t.from), Some(t.to));
+        queue.counters.record(t);
+        let event = cx.event(queue, row.id, applied.version, EventKind::State, t.to, applied.attempt);
+        match change {
+            RowChange::Complete { result } => event.data = result,
+            RowChange::Fail { error, run_at } => {
+                event.error = Some(error);
+                event.run_at = run_at;
+            }
+            _ => {}
+        }
+        // A job left running (a slot under a concurrency limit is free) or became ready.
+        cx.maybe_ready |= t.from == JobState::Running || t.to == JobState::Ready;
+        Ok(applied)
     }
 
     /// The error for a fencing check that failed: the job is unknown, or the token is stale.
@@ -840,36 +1099,43 @@ impl Engine {
         })
     }
 
-    /// The lease if `token` holds job `id` now. Callers write with the lease's own token.
-    fn fenced(&self, id: JobId, token: LeaseToken) -> rusqlite::Result<Result<Lease, StoreError>> {
+    /// The lease if `presented` holds job `id` now, with the token its row must hold too.
+    fn fenced(&self, id: JobId, presented: LeaseToken) -> rusqlite::Result<StoreResult<Fenced>> {
         match self.mem.leases.get(&id.raw()) {
-            Some(lease) if crate::core::lease::check_fence(JobState::Running, Some(lease.token), token).is_ok() => {
-                Ok(Ok(lease.clone()))
+            Some(lease) if crate::core::lease::check_fence(JobState::Running, Some(lease.token), presented).is_ok() => {
+                Ok(Ok(Fenced { lease: lease.clone(), token: presented }))
             }
-            Some(lease) if FailPoint::SkipFencing.active() => Ok(Ok(lease.clone())),
+            // Fencing switched off on purpose, in the database as in memory: the row is matched
+            // with the token it holds.
+            Some(lease) if FailPoint::SkipFencing.active() => {
+                Ok(Ok(Fenced { lease: lease.clone(), token: lease.token }))
+            }
             _ => Ok(Err(self.fence_error(id)?)),
         }
     }
 
-    fn heartbeat(&mut self, params: LeaseHeartbeatParams, cx: &mut Batch) -> rusqlite::Result<StoreResult<Heartbeat>> {
-        let lease = match self.fenced(params.id, params.lease_token)? {
-            Ok(lease) => lease,
+    fn heartbeat(&mut self, params: LeaseHeartbeatParams, cx: &mut Batch) -> Tx<StoreResult<Heartbeat>> {
+        let Fenced { lease, token } = match self.fenced(params.id, params.lease_token)? {
+            Ok(fenced) => fenced,
             Err(err) => return Ok(Err(err)),
         };
         let expires_at = cx.now.plus_millis(params.extend_ms.unwrap_or(lease.lease_ms));
+        // Only progress is an event, so only progress moves the version.
+        let version = lease.version + i64::from(params.progress.is_some());
         let changed = self.conn.prepare_cached(sql::LEASE_HEARTBEAT)?.execute(params![
             params.id.raw(),
             expires_at.as_millis(),
             params.progress,
-            lease.token.raw()
+            version,
+            token.raw(),
+            rows::secret_bytes(token),
         ])?;
-        debug_assert_eq!(changed, 1);
+        expect_one(changed, params.id.raw(), "the heartbeat")?;
         self.mem.extend_lease(params.id.raw(), expires_at);
         if let Some(seen) = self.mem.workers.get_mut(&lease.worker) {
             seen.last_seen = cx.now;
         }
         if let Some(progress) = params.progress {
-            let version = lease.version + 1;
             if let Some(held) = self.mem.leases.get_mut(&params.id.raw()) {
                 held.version = version;
             }
@@ -880,82 +1146,58 @@ impl Engine {
         Ok(Ok(Heartbeat { lease_expires_at: expires_at, cancel_requested: lease.cancel_requested }))
     }
 
-    fn complete(&mut self, params: JobCompleteParams, cx: &mut Batch) -> rusqlite::Result<StoreResult<Settled>> {
-        let lease = match self.fenced(params.id, params.lease_token)? {
-            Ok(lease) => lease,
+    fn complete(&mut self, params: JobCompleteParams, cx: &mut Batch) -> Tx<StoreResult<Settled>> {
+        let Fenced { lease, token } = match self.fenced(params.id, params.lease_token)? {
+            Ok(fenced) => fenced,
             Err(err) => return Ok(Err(err)),
         };
-        let changed = self.conn.prepare_cached(sql::JOB_COMPLETE)?.execute(params![
-            params.id.raw(),
-            params.result,
-            cx.now.as_millis(),
-            lease.token.raw()
-        ])?;
-        debug_assert_eq!(changed, 1);
-        let (version, attempt) = (lease.version + 1, lease.attempt);
+        let change = RowChange::Complete { result: params.result };
+        let t = state::complete();
+        self.apply_transition(RowNow::leased(params.id, &lease), Some(token), t, change, cx)?;
         self.mem.remove_lease(params.id.raw());
-        let queue = &mut self.mem.queues[lease.queue];
-        debug_assert!(state::allowed(JobState::Running, JobState::Succeeded));
-        queue.count_move(Some(JobState::Running), Some(JobState::Succeeded));
-        queue.counters.succeeded += 1;
-        queue.counters.run.observe_ms(cx.now.millis_since(lease.started_at));
-        cx.event(queue, params.id.raw(), version, EventKind::State, JobState::Succeeded, attempt).data = params.result;
-        cx.maybe_ready = true;
-        Ok(Ok(Settled { state: JobState::Succeeded, run_at: None }))
+        self.mem.queues[lease.queue].counters.run.observe_ms(cx.now.millis_since(lease.started_at));
+        Ok(Ok(Settled { state: t.to, run_at: None }))
     }
 
-    fn fail(&mut self, params: JobFailParams, cx: &mut Batch) -> rusqlite::Result<StoreResult<Settled>> {
-        let lease = match self.fenced(params.id, params.lease_token)? {
-            Ok(lease) => lease,
+    fn fail(&mut self, params: JobFailParams, cx: &mut Batch) -> Tx<StoreResult<Settled>> {
+        let fenced = match self.fenced(params.id, params.lease_token)? {
+            Ok(fenced) => fenced,
             Err(err) => return Ok(Err(err)),
         };
-        let settled = self.fail_attempt(params.id, &lease, params.error, params.retryable, params.retry_in_ms, cx)?;
-        Ok(Ok(settled))
+        let failure = Failure {
+            error: params.error,
+            retryable: params.retryable,
+            retry_in_ms: params.retry_in_ms,
+            reason: Reason::Failed,
+        };
+        Ok(Ok(self.fail_attempt(params.id, &fenced, failure, cx)?))
     }
 
     /// Ends a failed attempt under a lease that passed the fencing check (or ran out).
-    fn fail_attempt(
-        &mut self,
-        id: JobId,
-        lease: &Lease,
-        error: String,
-        retryable: bool,
-        retry_in_ms: Option<u64>,
-        cx: &mut Batch,
-    ) -> rusqlite::Result<Settled> {
+    fn fail_attempt(&mut self, id: JobId, fenced: &Fenced, failure: Failure, cx: &mut Batch) -> Tx<Settled> {
+        let lease = &fenced.lease;
         let policy = &self.mem.queues[lease.queue].policy;
         let failed = FailedAttempt {
             attempt: lease.attempt,
             max_attempts: lease.max_attempts.unwrap_or(policy.max_attempts),
-            retryable,
+            retryable: failure.retryable,
             cancel_requested: lease.cancel_requested,
-            retry_in_ms,
+            retry_in_ms: failure.retry_in_ms,
         };
         let after = state::after_failure(failed, &policy.backoff, cx.now, &mut self.rng);
-        let next = after.state(cx.now);
-        debug_assert!(state::allowed(JobState::Running, next));
+        let t = state::fail(after, cx.now, failure.reason);
         let run_at = match after {
             AfterFailure::Retry { run_at } => Some(run_at),
             AfterFailure::Dead | AfterFailure::Canceled => None,
         };
-        let finished_at = next.is_terminal().then_some(cx.now.as_millis());
-        let changed = self.conn.prepare_cached(sql::JOB_FAIL)?.execute(params![
-            id.raw(),
-            next.as_str(),
-            run_at.map(Timestamp::as_millis),
-            finished_at,
-            cx.now.as_millis(),
-            error,
-            lease.token.raw(),
-        ])?;
-        debug_assert_eq!(changed, 1);
-        let (version, attempt, priority) = (lease.version + 1, lease.attempt, lease.priority);
+        let change = RowChange::Fail { error: failure.error, run_at };
+        self.apply_transition(RowNow::leased(id, lease), Some(fenced.token), t, change, cx)?;
         let row_run_at = run_at.map_or(lease.ready_at, Timestamp::as_millis);
         self.mem.remove_lease(id.raw());
-        match next {
+        match t.to {
             JobState::Ready => {
                 self.mem.queues[lease.queue].ready.insert(ReadyKey::new(
-                    priority,
+                    lease.priority,
                     Timestamp::from_millis(row_run_at),
                     id.raw(),
                 ));
@@ -963,58 +1205,28 @@ impl Engine {
             JobState::Scheduled => drop(self.mem.scheduled.insert((row_run_at, id.raw()))),
             _ => {}
         }
-        let queue = &mut self.mem.queues[lease.queue];
-        queue.count_move(Some(JobState::Running), Some(next));
-        queue.counters.failed += 1;
-        queue.counters.run.observe_ms(cx.now.millis_since(lease.started_at));
-        match after {
-            AfterFailure::Retry { .. } => queue.counters.retried += 1,
-            AfterFailure::Dead => queue.counters.dead += 1,
-            AfterFailure::Canceled => queue.counters.canceled += 1,
-        }
-        if error == LEASE_EXPIRED {
-            queue.counters.expired += 1;
-        }
-        let event = cx.event(queue, id.raw(), version, EventKind::State, next, attempt);
-        event.error = Some(error);
-        event.run_at = run_at;
-        cx.maybe_ready = true;
-        Ok(Settled { state: next, run_at })
+        self.mem.queues[lease.queue].counters.run.observe_ms(cx.now.millis_since(lease.started_at));
+        Ok(Settled { state: t.to, run_at })
     }
 
-    fn release(&mut self, id: JobId, token: LeaseToken, cx: &mut Batch) -> rusqlite::Result<StoreResult<Settled>> {
-        let lease = match self.fenced(id, token)? {
-            Ok(lease) => lease,
+    fn release(&mut self, id: JobId, presented: LeaseToken, cx: &mut Batch) -> Tx<StoreResult<Settled>> {
+        let Fenced { lease, token } = match self.fenced(id, presented)? {
+            Ok(fenced) => fenced,
             Err(err) => return Ok(Err(err)),
         };
-        let next = state::after_release(lease.cancel_requested);
-        let finished_at = next.is_terminal().then_some(cx.now.as_millis());
-        let changed = self.conn.prepare_cached(sql::JOB_RELEASE)?.execute(params![
-            id.raw(),
-            next.as_str(),
-            finished_at,
-            lease.token.raw()
-        ])?;
-        debug_assert_eq!(changed, 1);
-        let (version, attempt, priority, run_at) =
-            (lease.version + 1, lease.attempt - 1, lease.priority, lease.ready_at);
+        let t = state::release(lease.cancel_requested);
+        self.apply_transition(RowNow::leased(id, &lease), Some(token), t, RowChange::Release, cx)?;
         self.mem.remove_lease(id.raw());
-        let queue = &mut self.mem.queues[lease.queue];
-        if next == JobState::Ready {
+        if t.to == JobState::Ready {
             // Back to its old place in line: it was ready before this lease, and still is.
-            queue.ready.insert(ReadyKey::new(priority, Timestamp::from_millis(run_at), id.raw()));
-        } else {
-            queue.counters.canceled += 1;
+            let key = ReadyKey::new(lease.priority, Timestamp::from_millis(lease.ready_at), id.raw());
+            self.mem.queues[lease.queue].ready.insert(key);
         }
-        queue.count_move(Some(JobState::Running), Some(next));
-        queue.counters.released += 1;
-        cx.event(queue, id.raw(), version, EventKind::State, next, attempt);
-        cx.maybe_ready = true;
-        Ok(Ok(Settled { state: next, run_at: None }))
+        Ok(Ok(Settled { state: t.to, run_at: None }))
     }
 
     /// Releases leases whose caller went away before it got them; they were never worked on.
-    fn release_orphans(&mut self, cx: &mut Batch) -> rusqlite::Result<()> {
+    fn release_orphans(&mut self, cx: &mut Batch) -> Tx<()> {
         for (id, token) in std::mem::take(&mut self.orphans) {
             if let Err(err) = self.release(id, token, cx)? {
                 tracing::debug!(job_id = %id, error = %err, "orphaned lease already settled");
@@ -1023,12 +1235,13 @@ impl Engine {
         Ok(())
     }
 
-    fn cancel(&mut self, id: JobId, cx: &mut Batch) -> rusqlite::Result<StoreResult<Canceled>> {
+    fn cancel(&mut self, id: JobId, cx: &mut Batch) -> Tx<StoreResult<Canceled>> {
         if let Some(lease) = self.mem.leases.get_mut(&id.raw()) {
             if !lease.cancel_requested {
                 // Not an event of its own: the worker learns it on its next heartbeat, and the
                 // stream shows the job ending `canceled`.
-                self.conn.prepare_cached(sql::JOB_CANCEL_REQUEST)?.execute([id.raw()])?;
+                let changed = self.conn.prepare_cached(sql::JOB_CANCEL_REQUEST)?.execute([id.raw()])?;
+                expect_one(changed, id.raw(), "the cancel request")?;
                 lease.cancel_requested = true;
             }
             return Ok(Ok(Canceled { state: JobState::Running, cancel_requested: true }));
@@ -1057,21 +1270,18 @@ impl Engine {
                 Ok(Ok(Canceled { state: current, cancel_requested }))
             }
             Ok(CancelEffect::CanceledNow) => {
-                self.conn.prepare_cached(sql::JOB_CANCEL_NOW)?.execute(params![id.raw(), cx.now.as_millis()])?;
-                let version = version + 1;
                 let Some(q) = self.mem.queue_index(&queue_name) else {
-                    return Err(rusqlite::Error::QueryReturnedNoRows);
+                    return Err(Abort::inconsistent(id.raw(), format_args!("its queue {queue_name} is not in memory")));
                 };
+                let t = state::cancel_now(current).map_err(|refused| Abort::inconsistent(id.raw(), refused))?;
+                let row = RowNow { id: id.raw(), queue: q, state: current, attempt, version };
+                self.apply_transition(row, None, t, RowChange::Cancel, cx)?;
                 if current == JobState::Ready {
                     self.mem.queues[q].ready.remove(&ReadyKey::new(priority, Timestamp::from_millis(run_at), id.raw()));
                 } else {
                     self.mem.scheduled.remove(&(run_at, id.raw()));
                 }
-                let queue = &mut self.mem.queues[q];
-                queue.count_move(Some(current), Some(JobState::Canceled));
-                queue.counters.canceled += 1;
-                cx.event(queue, id.raw(), version, EventKind::State, JobState::Canceled, attempt);
-                Ok(Ok(Canceled { state: JobState::Canceled, cancel_requested: false }))
+                Ok(Ok(Canceled { state: t.to, cancel_requested: false }))
             }
         }
     }
@@ -1115,51 +1325,62 @@ impl Engine {
         Ok(Ok(self.queue_info(i)))
     }
 
-    fn redrive(&mut self, params: DeadRedriveParams, cx: &mut Batch) -> rusqlite::Result<StoreResult<Vec<JobId>>> {
+    fn redrive(&mut self, params: DeadRedriveParams, cx: &mut Batch) -> Tx<StoreResult<Vec<JobId>>> {
         let Some(q) = self.mem.queue_index(params.queue.as_str()) else {
             return Ok(Err(StoreError::QueueNotFound(params.queue)));
         };
-        let ids: Vec<i64> = match params.ids {
+        // Each job as it is, with its priority, and its transition: all decided before anything
+        // changes, so a bad id changes nothing.
+        let read = |row: &rusqlite::Row<'_>, at: usize| -> rusqlite::Result<(RowNow, i32)> {
+            let now = RowNow {
+                id: row.get(at)?,
+                queue: q,
+                state: rows::state(row, at + 1)?,
+                attempt: row.get(at + 2)?,
+                version: row.get(at + 3)?,
+            };
+            Ok((now, row.get(at + 4)?))
+        };
+        let decide = |(row, priority): (RowNow, i32)| match state::redrive_now(row.state) {
+            Ok(t) => Ok((row, priority, t)),
+            Err(source) => Err(StoreError::Illegal { id: JobId::from_raw(row.id), source }),
+        };
+        let mut moves = Vec::new();
+        match params.ids {
             None => {
                 let mut stmt = self.conn.prepare_cached(sql::DEAD_OF_QUEUE)?;
-                let ids = stmt.query_map([params.queue.as_str()], |row| row.get(0))?;
-                ids.collect::<rusqlite::Result<_>>()?
-            }
-            Some(ids) => {
-                // Check every id first, so a bad one changes nothing.
-                let unique: BTreeSet<i64> = ids.iter().map(|id| id.raw()).collect();
-                for &raw in &unique {
-                    let id = JobId::from_raw(raw);
-                    let found = self
-                        .conn
-                        .prepare_cached(sql::JOB_QUEUE_STATE)?
-                        .query_row([raw], |row| Ok((row.get::<_, String>(0)?, rows::state(row, 1)?)))
-                        .optional()?;
-                    match found {
-                        Some((queue, state)) if queue == params.queue.as_str() => {
-                            if let Err(source) = state::redrive(state) {
-                                return Ok(Err(StoreError::Illegal { id, source }));
-                            }
-                        }
-                        _ => return Ok(Err(StoreError::JobNotFound(id))),
+                for job in stmt.query_map([params.queue.as_str()], |row| read(row, 0))? {
+                    match decide(job?) {
+                        Ok(change) => moves.push(change),
+                        Err(refused) => return Ok(Err(refused)),
                     }
                 }
-                unique.into_iter().collect()
             }
-        };
-        let mut moved = Vec::with_capacity(ids.len());
-        for raw in ids {
-            let (priority, version): (i32, i64) = self
-                .conn
-                .prepare_cached(sql::DEAD_REDRIVE)?
-                .query_row(params![raw, cx.now.as_millis()], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            let queue = &mut self.mem.queues[q];
-            queue.ready.insert(ReadyKey::new(priority, cx.now, raw));
-            queue.count_move(Some(JobState::Dead), Some(JobState::Ready));
-            cx.event(queue, raw, version, EventKind::State, JobState::Ready, 0);
-            moved.push(JobId::from_raw(raw));
+            Some(ids) => {
+                let unique: BTreeSet<i64> = ids.iter().map(|id| id.raw()).collect();
+                for raw in unique {
+                    let job = self
+                        .conn
+                        .prepare_cached(sql::JOB_REDRIVE_READ)?
+                        .query_row([raw], |row| Ok((row.get::<_, String>(0)?, read(row, 1)?)))
+                        .optional()?;
+                    let decided = match job {
+                        Some((queue, job)) if queue == params.queue.as_str() => decide(job),
+                        _ => Err(StoreError::JobNotFound(JobId::from_raw(raw))),
+                    };
+                    match decided {
+                        Ok(change) => moves.push(change),
+                        Err(refused) => return Ok(Err(refused)),
+                    }
+                }
+            }
         }
-        cx.maybe_ready |= !moved.is_empty();
+        let mut moved = Vec::with_capacity(moves.len());
+        for (row, priority, t) in moves {
+            self.apply_transition(row, None, t, RowChange::Redrive, cx)?;
+            self.mem.queues[q].ready.insert(ReadyKey::new(priority, cx.now, row.id));
+            moved.push(JobId::from_raw(row.id));
+        }
         Ok(Ok(moved))
     }
 
@@ -1190,7 +1411,7 @@ impl Engine {
     }
 
     /// Promotes due scheduled jobs and expires overdue leases.
-    fn maintain(&mut self, cx: &mut Batch) -> rusqlite::Result<()> {
+    fn maintain(&mut self, cx: &mut Batch) -> Tx<()> {
         let now = cx.now.as_millis();
         for _ in 0..MAX_MAINTENANCE {
             let Some(&(at, id)) = self.mem.scheduled.first() else { break };
@@ -1208,18 +1429,19 @@ impl Engine {
                         row.get::<_, i64>(2)?,
                         row.get::<_, u32>(3)?,
                         row.get::<_, i64>(4)?,
+                        rows::state(row, 5)?,
                     ))
                 })
                 .optional()?;
-            let Some((queue_name, priority, run_at, attempt, version)) = promoted else { continue };
-            self.conn.prepare_cached(sql::JOB_PROMOTE)?.execute([id])?;
-            let version = version + 1;
-            let Some(q) = self.mem.queue_index(&queue_name) else { continue };
-            let queue = &mut self.mem.queues[q];
-            queue.ready.insert(ReadyKey::new(priority, Timestamp::from_millis(run_at), id));
-            queue.count_move(Some(JobState::Scheduled), Some(JobState::Ready));
-            cx.event(queue, id, version, EventKind::State, JobState::Ready, attempt);
-            cx.maybe_ready = true;
+            let Some((queue_name, priority, run_at, attempt, version, state)) = promoted else {
+                return Err(Abort::inconsistent(id, "the scheduled index holds a job the database does not have"));
+            };
+            let Some(q) = self.mem.queue_index(&queue_name) else {
+                return Err(Abort::inconsistent(id, format_args!("its queue {queue_name} is not in memory")));
+            };
+            let row = RowNow { id, queue: q, state, attempt, version };
+            self.apply_transition(row, None, state::promote(), RowChange::Promote, cx)?;
+            self.mem.queues[q].ready.insert(ReadyKey::new(priority, Timestamp::from_millis(run_at), id));
         }
         for _ in 0..MAX_MAINTENANCE {
             let Some(&(at, id)) = self.mem.expiries.first() else { break };
@@ -1231,8 +1453,17 @@ impl Engine {
                 continue;
             };
             let job = JobId::from_raw(id);
-            let settled = self.fail_attempt(job, &lease, LEASE_EXPIRED.to_owned(), true, None, cx)?;
-            tracing::info!(job_id = %job, queue = %self.mem.queues[lease.queue].name, attempt = lease.attempt,
+            let (queue, attempt) = (lease.queue, lease.attempt);
+            // The writer presents the lease it holds: the one that ran out.
+            let fenced = Fenced { token: lease.token, lease };
+            let failure = Failure {
+                error: LEASE_EXPIRED_MESSAGE.to_owned(),
+                retryable: true,
+                retry_in_ms: None,
+                reason: Reason::LeaseExpired,
+            };
+            let settled = self.fail_attempt(job, &fenced, failure, cx)?;
+            tracing::info!(job_id = %job, queue = %self.mem.queues[queue].name, attempt,
                 state = %settled.state, "lease expired");
         }
         Ok(())
@@ -1240,7 +1471,7 @@ impl Engine {
 
     /// Answers parked lease requests: with jobs if some became available, empty at their
     /// deadline or on shutdown; drops those whose caller has gone.
-    fn serve_waiters(&mut self, cx: &mut Batch) -> rusqlite::Result<()> {
+    fn serve_waiters(&mut self, cx: &mut Batch) -> Tx<()> {
         if self.waiters.is_empty() {
             return Ok(());
         }
@@ -1248,12 +1479,21 @@ impl Engine {
         let rate_limited = self.mem.queues.iter().any(|q| q.policy.rate.is_some());
         let try_lease = cx.maybe_ready || rate_limited;
         let mut kept = Vec::with_capacity(self.waiters.len());
-        for waiter in std::mem::take(&mut self.waiters) {
+        let mut waiting = std::mem::take(&mut self.waiters).into_iter();
+        while let Some(waiter) = waiting.next() {
             if waiter.reply.is_closed() {
                 continue;
             }
             if try_lease {
-                let jobs = self.lease(&waiter.params, cx)?;
+                let jobs = match self.lease(&waiter.params, cx) {
+                    Ok(jobs) => jobs,
+                    Err(abort) => {
+                        // This one gets the transaction's error; the others go on waiting.
+                        cx.answers.push(Pending::Leased { reply: waiter.reply, jobs: Vec::new() });
+                        self.waiters = kept.into_iter().chain(waiting).collect();
+                        return Err(abort);
+                    }
+                };
                 if !jobs.is_empty() {
                     cx.answers.push(Pending::Leased { reply: waiter.reply, jobs });
                     continue;

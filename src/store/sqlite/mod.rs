@@ -6,9 +6,10 @@
 //! data dir (it fails at start with a clear error), and [`checkpoint`] copies the log into the
 //! database off the commit path.
 //!
-//! Durability: with [`Durability::Fsync`] (the default) every commit is fsynced, so an answered
-//! change survives power loss; with [`Durability::Os`] commits reach the OS but are fsynced only
-//! at checkpoints, which survives `kill -9` of the server but not a power cut.
+//! [`Durability`] maps onto SQLite's `synchronous`: with [`Durability::Fsync`] (the default)
+//! every commit is fsynced (`FULL`); with [`Durability::Os`] commits reach the OS and are
+//! fsynced only at checkpoints (`NORMAL`), which survives `kill -9` of the server but not a
+//! power cut.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -36,15 +37,8 @@ mod sql;
 
 use engine::{Command, Engine};
 
-/// When a commit counts as done.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// fsync every commit: survives power loss. The default.
-    #[default]
-    Fsync,
-    /// Hand commits to the OS, fsync at checkpoints: survives a crash of wharf, not of the machine.
-    Os,
-}
+/// Kept here too for callers that named it before it moved to [`crate::store`].
+pub use crate::store::Durability;
 
 /// How to open the embedded store.
 #[derive(Clone, Debug)]
@@ -366,11 +360,14 @@ impl Store for SqliteStore {
 mod tests {
     use std::sync::Arc;
 
+    use std::time::Duration;
+
     use super::{SqliteConfig, SqliteStore};
     use crate::core::time::ManualClock;
+    use crate::core::{JobState, LeaseToken, NewJob, QueueName};
     use crate::events::{EventBus, RingLimits};
-    use crate::store::Store;
     use crate::store::conformance::{Harness, START, store_conformance_suite};
+    use crate::store::{JobCompleteParams, JobLeaseParams, LeaseHeartbeatParams, Store, StoreError};
 
     async fn harness() -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -389,6 +386,90 @@ mod tests {
     }
 
     store_conformance_suite!(harness);
+
+    fn bus() -> Arc<EventBus> {
+        Arc::new(EventBus::new(RingLimits { max_events: 64, ..RingLimits::default() }, 0))
+    }
+
+    /// A store on `file` with one job leased; the job and its lease.
+    async fn one_lease(file: &std::path::Path) -> (SqliteStore, crate::store::LeasedJob) {
+        let store = SqliteStore::open(SqliteConfig::new(file), Arc::new(ManualClock::new(START)), bus()).unwrap();
+        let job = NewJob {
+            queue: QueueName::parse("q").unwrap(),
+            kind: "k".into(),
+            payload: "{}".into(),
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            timeout_ms: None,
+            idempotency_key: None,
+            metadata: Default::default(),
+        };
+        store.job_insert(job).await.unwrap();
+        let params = JobLeaseParams {
+            worker_id: "w".into(),
+            host: None,
+            queues: vec![QueueName::parse("q").unwrap()],
+            max: 1,
+            wait: Duration::ZERO,
+            lease_ms: None,
+            max_bytes: usize::MAX,
+        };
+        let leased = store.job_lease(params).await.unwrap().pop().expect("one job");
+        (store, leased)
+    }
+
+    /// Changes the job's row behind the store's back, as another program could.
+    fn tamper(file: &std::path::Path, sql: &str, params: impl rusqlite::Params) {
+        let conn = rusqlite::Connection::open(file).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(conn.execute(sql, params).unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_update_the_database_refuses_is_an_error_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        let (store, leased) = one_lease(&file).await;
+        let id = leased.id;
+        // The row's lease now has another secret than the one memory holds (and the worker
+        // presents): memory's fencing check passes, the database's match does not.
+        let other = leased.lease_token.secret() ^ 1;
+        tamper(&file, "UPDATE jobs SET lease_secret = ?2 WHERE id = ?1", (id.raw(), other.to_be_bytes()));
+        let before = store.job_get(id).await.unwrap();
+        let complete = |token| store.job_complete(JobCompleteParams { id, lease_token: token, result: None });
+        let refused = complete(leased.lease_token).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Inconsistent(why)) if why.contains("changed 0 rows")),
+            "{refused:?}"
+        );
+        assert_eq!(store.job_get(id).await.unwrap(), before, "nothing was committed");
+        // Memory was rebuilt from the database, which is the authority: the token memory held
+        // is stale now, and the one the row holds completes the job.
+        assert_eq!(complete(leased.lease_token).await, Err(StoreError::StaleLease { id, state: JobState::Running }));
+        let rows_token = LeaseToken::from_parts(leased.lease_token.raw(), other);
+        assert_eq!(complete(rows_token).await.unwrap().state, JobState::Succeeded);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_from_before_secrets_still_works_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        let (store, leased) = one_lease(&file).await;
+        store.close().await;
+        // As a lease taken before migration 0002 is stored: no secret.
+        tamper(&file, "UPDATE jobs SET lease_secret = NULL WHERE id = ?1", [leased.id.raw()]);
+        let store = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), bus()).unwrap();
+        let bare = LeaseToken::from_raw(leased.lease_token.raw());
+        let id = leased.id;
+        let beat =
+            store.lease_heartbeat(LeaseHeartbeatParams { id, lease_token: bare, extend_ms: None, progress: None });
+        assert!(beat.await.is_ok(), "the database matches a NULL secret with a token without one");
+        let settled = store.job_complete(JobCompleteParams { id, lease_token: bare, result: None }).await.unwrap();
+        assert_eq!(settled.state, JobState::Succeeded);
+        store.close().await;
+    }
 
     #[tokio::test]
     async fn a_second_server_on_the_same_file_is_refused() {

@@ -1,9 +1,18 @@
 //! Every SQL statement of the embedded store, each with what it is for.
 //!
-//! Statements take positional parameters (`?1` …) and are prepared once per connection through
-//! rusqlite's statement cache. Updates of a leased job always match on `lease_token` as well as
-//! the id: the in-memory fencing check already passed, and the row check makes a fencing bug a
-//! loud failure instead of a silent overwrite.
+//! Statements are prepared once per connection through rusqlite's statement cache. They decide
+//! nothing about a job's lifecycle: the writer decides (with `core::state`) and the statements
+//! store what it decided.
+//!
+//! The statements that change a job's state take named parameters, bound in one place,
+//! `Engine::apply_transition`. Each sets `state = :to`, `attempt = :attempt`,
+//! `version = :version` and `finished_at = :finished_at` — values, never arithmetic — and
+//! matches `id = :id AND state = :from`. Those of a leased job also match the token the caller
+//! presented: `lease_token = :fence_seq AND lease_secret IS :fence_secret` (`IS`, so a lease
+//! taken before secrets existed, with a NULL secret, matches a token without one). The fencing
+//! check in memory has already passed, so an update that changes no row is not a refusal but a
+//! disagreement between memory and database, which the writer reports loudly. The other
+//! statements take positional parameters (`?1` …).
 
 /// Versioned schema migrations, applied in order at open; `PRAGMA user_version` records how many
 /// have run.
@@ -100,65 +109,69 @@ pub(super) const JOB_LIST_STATE: &str = concat!(
     " FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND (?4 IS NULL OR kind = ?4) ORDER BY id DESC LIMIT ?5"
 );
 
-/// What a lease hands the worker, read just before the lease is written.
+/// What a lease hands the worker, read just before the lease is written, with the state the
+/// lease must leave (the ready index says `ready`; the transition checks).
 pub(super) const JOB_LEASE_READ: &str = "SELECT kind, payload, attempt, max_attempts, timeout_ms, metadata, priority, \
-     run_at, version FROM jobs WHERE id = ?1 AND state = 'ready'";
+     run_at, version, state FROM jobs WHERE id = ?1";
 
-/// Takes a ready job: the lease. (No `RETURNING` on the hot paths: SQLite collects returned
-/// rows in a temporary table, which costs more than the statement itself. The writer knows
-/// every value it would return.)
-pub(super) const JOB_LEASE: &str = "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_token = ?2, \
-     lease_expires_at = ?3, lease_ms = ?4, worker_id = ?5, started_at = ?6, lease_secret = ?7, version = version + 1 \
-     WHERE id = ?1 AND state = 'ready'";
+/// Takes a ready job: the lease, with its new token. (No `RETURNING` on the hot paths: SQLite
+/// collects returned rows in a temporary table, which costs more than the statement itself. The
+/// writer knows every value it would return.)
+pub(super) const JOB_LEASE: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at, lease_token = :token, lease_secret = :secret, lease_expires_at = :expires_at, \
+     lease_ms = :lease_ms, worker_id = :worker, started_at = :now WHERE id = :id AND state = :from";
 
-/// Extends a lease, recording progress when given (only progress is an event, so only progress
-/// bumps the version).
+/// Extends a lease under the presented token, recording progress when given (only progress is
+/// an event, so the writer moves the version only then).
 pub(super) const LEASE_HEARTBEAT: &str = "UPDATE jobs SET lease_expires_at = ?2, progress = COALESCE(?3, progress), \
-     version = version + (?3 IS NOT NULL) WHERE id = ?1 AND lease_token = ?4";
+     version = ?4 WHERE id = ?1 AND state = 'running' AND lease_token = ?5 AND lease_secret IS ?6";
 
 /// A successful attempt.
-pub(super) const JOB_COMPLETE: &str = "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3, \
-     lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
+pub(super) const JOB_COMPLETE: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at, result = :result, lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL \
+     WHERE id = :id AND state = :from AND lease_token = :fence_seq AND lease_secret IS :fence_secret";
 
-/// A failed attempt (by report or lease expiry): appends to `errors`, then retry, dead or canceled.
-pub(super) const JOB_FAIL: &str = "UPDATE jobs SET state = ?2, run_at = COALESCE(?3, run_at), finished_at = ?4, \
+/// A failed attempt (by report or lease expiry): appends to `errors` for the attempt that failed
+/// (a failure keeps the count), then retry at `:run_at`, dead or canceled.
+pub(super) const JOB_FAIL: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at, run_at = COALESCE(:run_at, run_at), \
      lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, \
-     errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object('at', ?5, 'attempt', attempt, 'message', ?6)), \
-     version = version + 1 WHERE id = ?1 AND lease_token = ?7";
+     errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object('at', :now, 'attempt', :attempt, 'message', :error)) \
+     WHERE id = :id AND state = :from AND lease_token = :fence_seq AND lease_secret IS :fence_secret";
 
-/// A released lease: the attempt is given back.
-pub(super) const JOB_RELEASE: &str = "UPDATE jobs SET state = ?2, attempt = attempt - 1, finished_at = ?3, \
-     lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL, version = version + 1 WHERE id = ?1 AND lease_token = ?4";
+/// A released lease: the attempt count the writer gives back is bound like any other.
+pub(super) const JOB_RELEASE: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at, lease_token = NULL, lease_secret = NULL, lease_expires_at = NULL \
+     WHERE id = :id AND state = :from AND lease_token = :fence_seq AND lease_secret IS :fence_secret";
+
+/// A change of state alone, of a job not under a lease: a scheduled job promoted, a waiting job
+/// canceled.
+pub(super) const JOB_STATE_SET: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at WHERE id = :id AND state = :from";
 
 /// What a cancel needs to decide.
 pub(super) const JOB_CANCEL_LOOKUP: &str =
     "SELECT queue, state, cancel_requested, priority, run_at, attempt, version FROM jobs WHERE id = ?1";
 
-/// Cancels a job that is not running.
-pub(super) const JOB_CANCEL_NOW: &str =
-    "UPDATE jobs SET state = 'canceled', finished_at = ?2, version = version + 1 WHERE id = ?1";
-
 /// Flags a running job for cancellation. Not an event (the stream shows the job ending
 /// `canceled`), so the version stays.
 pub(super) const JOB_CANCEL_REQUEST: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'";
 
-/// A scheduled job, before promotion.
+/// A scheduled job, before promotion, with the state promotion must leave (the scheduled index
+/// says `scheduled`; the transition checks).
 pub(super) const JOB_PROMOTE_READ: &str =
-    "SELECT queue, priority, run_at, attempt, version FROM jobs WHERE id = ?1 AND state = 'scheduled'";
+    "SELECT queue, priority, run_at, attempt, version, state FROM jobs WHERE id = ?1";
 
-/// A scheduled job whose time has come.
-pub(super) const JOB_PROMOTE: &str = "UPDATE jobs SET state = 'ready', version = version + 1 \
-     WHERE id = ?1 AND state = 'scheduled'";
+/// Dead jobs of a queue, for redrive of all: `id, state, attempt, version, priority`.
+pub(super) const DEAD_OF_QUEUE: &str =
+    "SELECT id, state, attempt, version, priority FROM jobs WHERE queue = ?1 AND state = 'dead' ORDER BY id";
 
-/// Dead jobs of a queue, for redrive of all.
-pub(super) const DEAD_OF_QUEUE: &str = "SELECT id FROM jobs WHERE queue = ?1 AND state = 'dead' ORDER BY id";
+/// A job's queue, then what redrive needs (as `DEAD_OF_QUEUE`), for redrive of listed ids.
+pub(super) const JOB_REDRIVE_READ: &str = "SELECT queue, id, state, attempt, version, priority FROM jobs WHERE id = ?1";
 
-/// Where a job is, for redrive of listed ids.
-pub(super) const JOB_QUEUE_STATE: &str = "SELECT queue, state FROM jobs WHERE id = ?1";
-
-/// Redrive: dead → ready, attempts reset, errors kept as history.
-pub(super) const DEAD_REDRIVE: &str = "UPDATE jobs SET state = 'ready', attempt = 0, run_at = ?2, finished_at = NULL, \
-     cancel_requested = 0, version = version + 1 WHERE id = ?1 AND state = 'dead' RETURNING priority, version";
+/// Redrive: dead → ready now, with the attempt count the writer resets; errors kept as history.
+pub(super) const DEAD_REDRIVE: &str = "UPDATE jobs SET state = :to, attempt = :attempt, version = :version, \
+     finished_at = :finished_at, run_at = :now, cancel_requested = 0 WHERE id = :id AND state = :from";
 
 /// Deletes finished jobs past retention. `id < ?3` bounds the index scan to jobs created before
 /// the cutoff (a job cannot finish before it is created), so a queue full of recent jobs costs
