@@ -35,6 +35,7 @@
 //! reconnects with backoff and catches up from the last row it read. A transaction that fails
 //! is rolled back whole.
 
+mod batcher;
 mod clock;
 mod listener;
 mod notifier;
@@ -113,25 +114,52 @@ pub enum PgOpenError {
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    pool: Pool,
+    shared: Arc<Shared>,
     config: PgConfig,
-    clock: Arc<dyn Clock>,
     /// Bumped when a notification says work became ready: long polls wait on it.
     ready: watch::Receiver<u64>,
-    /// What this node counted since it started (`/metrics` counters are per node).
-    counters: Mutex<HashMap<String, QueueCounters>>,
     /// When this node last wrote each worker's row: at most once a second per worker.
     workers_written: Mutex<HashMap<String, Timestamp>>,
     /// The connection that holds the leader lock, while this node leads.
     leader: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
-    /// Tells the other nodes (and this one) which events rows were committed.
-    notify: tokio::sync::mpsc::UnboundedSender<i64>,
     /// Draws the secrets of lease tokens.
     secrets: Mutex<rand::rngs::StdRng>,
+    rng: Mutex<fastrand::Rng>,
+    /// Single enqueues on their way into a shared transaction.
+    batched: tokio::sync::mpsc::UnboundedSender<batcher::Pending>,
+    closed: CancellationToken,
+}
+
+/// What the store's operations and its background tasks (the insert batcher) share; opaque.
+pub struct Shared {
+    pool: Pool,
+    clock: Arc<dyn Clock>,
+    /// What this node counted since it started (`/metrics` counters are per node).
+    counters: Mutex<HashMap<String, QueueCounters>>,
+    /// Tells the other nodes (and this one) which events rows were committed.
+    notify: tokio::sync::mpsc::UnboundedSender<i64>,
     /// The block of unique numbers this node uses next: `(next, end)`.
     ids: tokio::sync::Mutex<(i64, i64)>,
-    rng: Mutex<fastrand::Rng>,
-    closed: CancellationToken,
+    /// Policies of queues this node saw recently, so a single enqueue to a known queue can
+    /// skip reading it: `(policy, when read)`.
+    queues: Mutex<HashMap<String, (QueuePolicy, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// How long a cached queue policy is trusted.
+const QUEUE_CACHE_TTL: Duration = Duration::from_secs(1);
+
+impl std::ops::Deref for PgStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -214,6 +242,12 @@ const ID_BLOCK: i64 = 4096;
 
 /// Events of one row of `wharf.events` are numbered `seq << EVENT_BITS | index`.
 const EVENT_BITS: u32 = 16;
+
+/// An id of `now` from a unique number: time order from the high bits, uniqueness across
+/// nodes from the sequence in the low ones.
+fn compose(now: Timestamp, unique: i64) -> i64 {
+    JobId::floor_at(now).raw() | (unique & crate::core::id::SEQ_MASK)
+}
 
 /// Maps a database error to the store's.
 fn db_error(err: &tokio_postgres::Error) -> StoreError {
@@ -393,22 +427,30 @@ impl PgStore {
             .await
             .map_err(|e| PgOpenError::Connect(e.to_string()))?;
         let notify = notifier::start(pg, closed.clone());
-        Ok(PgStore {
+        let shared = Arc::new(Shared {
             pool,
-            config,
             clock,
-            ready,
             counters: Mutex::new(HashMap::new()),
+            notify,
+            ids: tokio::sync::Mutex::new((0, 0)),
+            queues: Mutex::new(HashMap::new()),
+        });
+        let batched = batcher::start(Arc::clone(&shared), closed.clone());
+        Ok(PgStore {
+            shared,
+            config,
+            ready,
             workers_written: Mutex::new(HashMap::new()),
             leader: tokio::sync::Mutex::new(None),
-            notify,
             secrets: Mutex::new(rand::SeedableRng::from_os_rng()),
-            ids: tokio::sync::Mutex::new((0, 0)),
             rng: Mutex::new(fastrand::Rng::new()),
+            batched,
             closed,
         })
     }
+}
 
+impl Shared {
     fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -444,12 +486,6 @@ impl PgStore {
         Ok(out)
     }
 
-    /// An id of `now` from a unique number: time order from the high bits, uniqueness across
-    /// nodes from the sequence in the low ones.
-    fn compose(now: Timestamp, unique: i64) -> i64 {
-        JobId::floor_at(now).raw() | (unique & crate::core::id::SEQ_MASK)
-    }
-
     /// Writes the transaction's events (one row), commits, then has the row announced and
     /// counts what happened.
     async fn commit(&self, tx: deadpool_postgres::Transaction<'_>, changes: Changes) -> StoreResult<()> {
@@ -474,6 +510,26 @@ impl PgStore {
         Ok(())
     }
 
+    /// A queue's policy as this node saw it in the last [`QUEUE_CACHE_TTL`].
+    fn cached_policy(&self, name: &str) -> Option<QueuePolicy> {
+        let cache = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(name).filter(|(_, at)| at.elapsed() < QUEUE_CACHE_TTL).map(|(p, _)| p.clone())
+    }
+
+    fn remember_policy(&self, name: &str, policy: Option<&QueuePolicy>) {
+        let mut cache = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        match policy {
+            Some(p) => drop(cache.insert(name.to_owned(), (p.clone(), std::time::Instant::now()))),
+            None => drop(cache.remove(name)),
+        }
+        // Bounded like the queues themselves: forget stale entries once in a while.
+        if cache.len() > 4_096 {
+            cache.retain(|_, (_, at)| at.elapsed() < QUEUE_CACHE_TTL);
+        }
+    }
+}
+
+impl PgStore {
     /// Makes sure `name` exists, creating it with the default policy; refused past the limit.
     async fn ensure_queue(
         &self,
@@ -481,7 +537,9 @@ impl PgStore {
         name: &QueueName,
     ) -> StoreResult<QueuePolicy> {
         if let Some(row) = db!(tx.query_opt(&prep!(tx, sql::QUEUE_GET), &[&name.as_str()])) {
-            return Ok(policy(&row));
+            let policy = policy(&row);
+            self.remember_policy(name.as_str(), Some(&policy));
+            return Ok(policy);
         }
         self.create_queue(tx, name, &QueuePolicy::default()).await?;
         Ok(QueuePolicy::default())
@@ -586,7 +644,7 @@ impl PgStore {
             }
         }
         let numbers = self.unique_numbers(&tx, jobs.len()).await?;
-        let ids: Vec<i64> = numbers.iter().map(|&n| Self::compose(now, n)).collect();
+        let ids: Vec<i64> = numbers.iter().map(|&n| compose(now, n)).collect();
         let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at.unwrap_or(now).as_millis()).collect();
         let states: Vec<&str> =
             run_ats.iter().map(|&at| state::waiting_state(Timestamp::from_millis(at), now).as_str()).collect();
@@ -747,7 +805,7 @@ impl PgStore {
         for ((&id, unique), candidate) in ids.iter().zip(numbers).zip(&candidates) {
             let before = attempts.get(&id).copied().unwrap_or(0).max(0) as u32;
             let secret: u128 = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).random::<u128>().max(1);
-            let token = LeaseToken::from_parts(Self::compose(now, unique), secret);
+            let token = LeaseToken::from_parts(compose(now, unique), secret);
             let lease_ms = params.lease_ms.unwrap_or_else(|| policies.get(&candidate.3).map_or(30_000, |p| p.lease_ms));
             new_attempts.push(transition.attempt_after(before) as i32);
             seqs.push(token.raw());
@@ -1114,6 +1172,21 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgOpenErr
 #[async_trait]
 impl Store for PgStore {
     async fn job_insert(&self, job: NewJob) -> StoreResult<Inserted> {
+        // The common case — no idempotency key, a known queue without a waiting limit — shares
+        // a transaction with the other single enqueues of the moment.
+        let simple = job.idempotency_key.is_none()
+            && self.cached_policy(job.queue.as_str()).is_some_and(|p| p.max_ready.is_none());
+        if simple {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if self.batched.send(batcher::Pending { job: job.clone(), reply }).is_ok() {
+                match answer.await {
+                    Ok(Ok(Some(inserted))) => return Ok(inserted),
+                    Ok(Err(err)) => return Err(err),
+                    // Its queue went away meanwhile, or the batcher stopped: the full path.
+                    Ok(Ok(None)) | Err(_) => {}
+                }
+            }
+        }
         let mut inserted = self.insert(vec![job]).await?;
         inserted.pop().ok_or_else(|| StoreError::Unavailable("an insert returned nothing".into()))
     }
@@ -1384,6 +1457,7 @@ impl Store for PgStore {
                 self.create_queue(&tx, &name, &next).await?;
             }
             db!(tx.commit());
+            self.remember_policy(name.as_str(), Some(&next));
         }
         // A resumed queue or a lifted limit may have work for parked long polls.
         self.queue_get(name).await
@@ -1408,6 +1482,7 @@ impl Store for PgStore {
         db!(tx.execute(&prep!(tx, sql::JOBS_OF_QUEUE_DELETE), &[&name.as_str()]));
         db!(tx.execute(&prep!(tx, sql::QUEUE_DELETE), &[&name.as_str()]));
         db!(tx.commit());
+        self.remember_policy(name.as_str(), None);
         Ok(())
     }
 

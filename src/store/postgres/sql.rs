@@ -103,6 +103,17 @@ pub(super) const JOBS_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, s
           AS t(id, kind, state, priority, run_at, max_attempts, timeout_ms, key, payload, metadata) \
      ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
 
+/// Enqueues plain jobs (no idempotency key) of any queues that exist, in one statement: the
+/// single enqueues a node gathers into one transaction. A job whose queue is gone is skipped.
+pub(super) const JOBS_INSERT_PLAIN: &str = "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, \
+     max_attempts, timeout_ms, payload, metadata, created_at) \
+     SELECT t.id, t.queue, t.kind, t.state, t.priority, t.run_at, t.max_attempts, t.timeout_ms, t.payload, \
+            t.metadata, $11 \
+     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::int[], \
+                 $8::bigint[], $9::text[], $10::text[]) \
+          AS t(id, queue, kind, state, priority, run_at, max_attempts, timeout_ms, payload, metadata) \
+     WHERE EXISTS (SELECT 1 FROM wharf.queues q WHERE q.name = t.queue) RETURNING id";
+
 /// The job holding an idempotency key, with its payload.
 pub(super) const JOB_BY_KEY: &str =
     concat!("SELECT ", summary_columns!(), ", payload FROM wharf.jobs WHERE queue = $1 AND idempotency_key = $2");

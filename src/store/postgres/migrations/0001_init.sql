@@ -56,6 +56,11 @@ CREATE TABLE wharf.jobs (
     CHECK ((state IN ('succeeded', 'dead', 'canceled')) = (finished_at IS NOT NULL))
 );
 
+-- Every job changes row several times in seconds: vacuum early, so the dead versions it
+-- leaves (and their index entries, which leases would wade through) do not pile up.
+ALTER TABLE wharf.jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
+
 -- The lease query: the best ready job of a queue, by priority then FIFO. Partial, so the
 -- millions of finished jobs cost nothing here.
 CREATE INDEX jobs_ready ON wharf.jobs (queue, priority DESC, run_at, id) WHERE state = 'ready';
@@ -63,10 +68,10 @@ CREATE INDEX jobs_ready ON wharf.jobs (queue, priority DESC, run_at, id) WHERE s
 CREATE INDEX jobs_ready_age ON wharf.jobs (queue, run_at) WHERE state = 'ready';
 -- Promotion of due jobs.
 CREATE INDEX jobs_scheduled ON wharf.jobs (run_at) WHERE state = 'scheduled';
--- Expiry of leases, and running jobs per queue (concurrency limits).
-CREATE INDEX jobs_running ON wharf.jobs (queue, lease_expires_at) WHERE state = 'running';
+-- Expiry of leases.
 CREATE INDEX jobs_expiry ON wharf.jobs (lease_expires_at) WHERE state = 'running';
--- Listing by state, newest first; counts per state; pruning.
+-- Listing by state, newest first; counts per state (running jobs per queue for concurrency
+-- limits too); pruning.
 CREATE INDEX jobs_by_queue_state ON wharf.jobs (queue, state, id);
 -- Idempotent enqueue.
 CREATE UNIQUE INDEX jobs_by_idempotency_key ON wharf.jobs (queue, idempotency_key)

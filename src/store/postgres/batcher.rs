@@ -1,0 +1,170 @@
+//! Group commit for single enqueues: the plain ones waiting at one moment share a transaction.
+//!
+//! A transaction per enqueue spends a commit (and its fsync) and a handful of round trips on
+//! each job; under load, most of a node's enqueues are plain (no idempotency key, a queue this
+//! node knows, no waiting limit), and nothing stops them sharing one. A few flushers each take
+//! every enqueue waiting, insert them with one statement, commit once, then answer each. While
+//! one commits, the next gathers; when the node is idle, a lone enqueue goes at once.
+//!
+//! An answer still means the job is committed. If the transaction fails, every enqueue in it
+//! gets the error (nothing of it was written). A job whose queue was deleted meanwhile comes
+//! back unwritten, and its caller takes the full path, which creates the queue.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Changes, Shared, StoredEvent, compose, db_error, sql};
+use crate::core::state;
+use crate::core::{JobId, NewJob, Timestamp};
+use crate::events::EventKind;
+use crate::store::{Inserted, JobSummary, StoreError, StoreResult};
+
+/// One enqueue waiting for a transaction; `None` sends its caller the full path.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub job: NewJob,
+    pub reply: oneshot::Sender<StoreResult<Option<Inserted>>>,
+}
+
+/// Transactions that may be in flight at once.
+const FLUSHERS: usize = 4;
+/// Most enqueues in one transaction.
+const MOST: usize = 1_000;
+
+pub(super) fn start(shared: Arc<Shared>, closed: CancellationToken) -> mpsc::UnboundedSender<Pending> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..FLUSHERS {
+        let (shared, rx, closed) = (Arc::clone(&shared), Arc::clone(&rx), closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let batch = {
+                    let mut rx = rx.lock().await;
+                    let first = tokio::select! {
+                        first = rx.recv() => first,
+                        () = closed.cancelled() => return,
+                    };
+                    let Some(first) = first else { return };
+                    let mut batch = vec![first];
+                    while batch.len() < MOST
+                        && let Ok(more) = rx.try_recv()
+                    {
+                        batch.push(more);
+                    }
+                    batch
+                };
+                flush(&shared, batch).await;
+            }
+        });
+    }
+    tx
+}
+
+async fn flush(shared: &Shared, batch: Vec<Pending>) {
+    // An id collision (see `PgStore::insert`) is retried with new numbers.
+    let mut outcome = Err(StoreError::Busy);
+    for _ in 0..3 {
+        match insert(shared, &batch).await {
+            Ok(Some(created)) => {
+                outcome = Ok(created);
+                break;
+            }
+            Ok(None) => continue,
+            Err(err) => {
+                outcome = Err(err);
+                break;
+            }
+        }
+    }
+    match outcome {
+        Ok(created) => {
+            for (pending, inserted) in batch.into_iter().zip(created) {
+                let _ = pending.reply.send(Ok(inserted));
+            }
+        }
+        Err(err) => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// One transaction for `batch`; `None` if an id collided.
+async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Option<Inserted>>>> {
+    let mut client = shared.pool.get().await.map_err(super::pool_error)?;
+    let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+    let now = shared.now();
+    let numbers = shared.unique_numbers(&tx, batch.len()).await?;
+    let ids: Vec<i64> = numbers.iter().map(|&n| compose(now, n)).collect();
+    let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.job).collect();
+    let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at.unwrap_or(now).as_millis()).collect();
+    let states: Vec<&str> =
+        run_ats.iter().map(|&at| state::waiting_state(Timestamp::from_millis(at), now).as_str()).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+    let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts.map(|n| n as i32)).collect();
+    let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms.map(|ms| ms as i64)).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let metadata: Vec<Option<String>> = jobs.iter().map(|j| super::metadata_to(&j.metadata)).collect();
+    let statement = tx.prepare_cached(sql::JOBS_INSERT_PLAIN).await.map_err(|e| db_error(&e))?;
+    let inserted = tx
+        .query(
+            &statement,
+            &[
+                &ids,
+                &queues,
+                &kinds,
+                &states,
+                &priorities,
+                &run_ats,
+                &max_attempts,
+                &timeouts,
+                &payloads,
+                &metadata,
+                &now.as_millis(),
+            ],
+        )
+        .await;
+    let created: std::collections::HashSet<i64> = match inserted {
+        Ok(rows) => rows.iter().map(|r| r.get::<_, i64>(0)).collect(),
+        Err(err) if err.as_db_error().is_some_and(|e| e.constraint() == Some("jobs_pkey")) => return Ok(None),
+        Err(err) => return Err(db_error(&err)),
+    };
+    let mut changes = Changes::default();
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, job) in jobs.iter().enumerate() {
+        if !created.contains(&ids[i]) {
+            out.push(None);
+            continue;
+        }
+        let id = JobId::from_raw(ids[i]);
+        let run_at = Timestamp::from_millis(run_ats[i]);
+        let state = state::waiting_state(run_at, now);
+        let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
+        event.run_at = Some(run_at.as_millis());
+        changes.events.push(event);
+        changes.count(job.queue.as_str(), |c, n| c.enqueued += n, 1);
+        out.push(Some(Inserted {
+            job: JobSummary {
+                id,
+                queue: job.queue.clone(),
+                kind: job.kind.clone(),
+                state,
+                priority: job.priority,
+                run_at,
+                attempt: 0,
+                max_attempts: job.max_attempts,
+                idempotency_key: None,
+                created_at: now,
+                finished_at: None,
+            },
+            created: true,
+        }));
+    }
+    shared.commit(tx, changes).await?;
+    Ok(Some(out))
+}
