@@ -1,6 +1,6 @@
 //! The fault-injection harness against the real binaries: a short run with every kind of fault
-//! must check out, and builds with fencing switched off or answers sent before the commit must
-//! not.
+//! must check out, on the embedded store and on three nodes sharing a PostgreSQL that is itself
+//! restarted; builds with fencing switched off or answers sent before the commit must not.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,12 +11,16 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_with_every_kind_of_fault_keeps_every_guarantee() {
+/// A run of `WHARF_CHAOS_SECONDS` (30 by default) of faults, seeded from `WHARF_TEST_SEED`
+/// when set; the verdict must be valid and the run must have done real work.
+async fn run_and_check(postgres_nodes: Option<usize>, min_faults: usize) {
     let dir = scratch();
     let seconds = std::env::var("WHARF_CHAOS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let mut config =
         wharf_chaos::Config::new(PathBuf::from(wharf_bin()), dir.path().to_owned(), Duration::from_secs(seconds));
+    if let Some(nodes) = postgres_nodes {
+        config = config.postgres(nodes);
+    }
     if let Some(seed) = std::env::var("WHARF_TEST_SEED").ok().and_then(|s| s.parse().ok()) {
         config.seed = seed;
     }
@@ -25,15 +29,28 @@ async fn a_run_with_every_kind_of_fault_keeps_every_guarantee() {
     let verdict = wharf_chaos::check(&history);
     eprintln!("{verdict}");
     assert!(verdict.valid(), "seed {}: {verdict}", config.seed);
-    for kind in ["ServerCrash", "WorkerKill", "WorkerPause", "WorkerTerm"] {
+    for kind in &config.faults {
+        let kind = format!("{kind:?}");
         assert!(
-            verdict.figures.faults.get(kind).copied().unwrap_or(0) >= 3,
+            verdict.figures.faults.get(&kind).copied().unwrap_or(0) >= min_faults,
             "several {kind} faults: {:?}",
             verdict.figures.faults
         );
     }
     assert!(verdict.figures.jobs > 200, "the load did real work: {} jobs", verdict.figures.jobs);
     assert!(verdict.figures.redeliveries.values().sum::<usize>() > 0, "faults caused redeliveries");
+    let completions = history.reports.iter().filter(|r| r.what == wharf_chaos::history::Reported::Completed).count();
+    assert!(completions > 200, "the workers' logs recorded the acknowledged completions: {completions}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_every_kind_of_fault_keeps_every_guarantee() {
+    run_and_check(None, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_on_postgresql_keep_every_guarantee_through_node_and_database_restarts() {
+    run_and_check(Some(3), 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

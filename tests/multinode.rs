@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::common::{SseReader, TestServer, TestWorker};
 
 async fn nodes(n: usize) -> (String, Vec<TestServer>) {
-    let url = wharf::store::postgres::testing::server().fresh_database().await;
+    let url = wharf_testkit::postgres::server().fresh_database().await;
     let mut nodes = Vec::new();
     for _ in 0..n {
         nodes.push(TestServer::start_with(&["--database-url", &url]).await);

@@ -3,11 +3,12 @@
 //! 1. **Acknowledged enqueues survive**: every job a producer saw acknowledged exists at the
 //!    end and has finished (`succeeded`: the handler always succeeds eventually).
 //! 2. **Acknowledged completions stand, once**: every completion a worker saw acknowledged is
-//!    the job's final state, and no job had two completions acknowledged. (A stale worker may
+//!    the job's final state, and no job had two completions acknowledged. The workers' records
+//!    of acknowledged completions must exist: finished jobs with none recorded is a failure. (A stale worker may
 //!    still *start* a lease it received before its pause; delivery is at least once. Its
 //!    outcome must not count, which is property 3.)
-//! 3. **Fencing**: the completion the server kept came from the job's latest lease: its token
-//!    is the highest token any execution of the job ran under, its attempt the job's last.
+//! 3. **Fencing**: the completion the server kept came from the job's latest lease (latest by
+//!    attempt, then by start), and its attempt is the job's last.
 //! 4. **Every redelivery is explained**: when a job ran again, the earlier lease expired (the
 //!    server recorded `lease expired` for that attempt), or was given back (the attempt number
 //!    did not grow: a release the worker saw acknowledged, or a lease lost with a server crash),
@@ -107,10 +108,12 @@ pub fn check(history: &History) -> Verdict {
     for e in &history.executions {
         runs.entry(e.job.as_str()).or_default().push(e);
     }
-    // In lease order: tokens of a job grow with each lease, and the text form sorts as the
-    // number does. (Start times can disagree: a paused worker may start an old lease late.)
+    // In lease order. A new lease after an expiry has a higher attempt number; one after a
+    // release or a lost lease has the same number and starts after the earlier run started.
+    // (Start times alone can disagree: a paused worker may start an expired lease late.
+    // Tokens are opaque: with several nodes they need not grow.)
     for list in runs.values_mut() {
-        list.sort_by(|a, b| a.token.cmp(&b.token));
+        list.sort_by(|a, b| (a.attempt, a.start_ms, &a.token).cmp(&(b.attempt, b.start_ms, &b.token)));
     }
 
     // 1. Acknowledged enqueues survive and finish once.
@@ -150,6 +153,15 @@ pub fn check(history: &History) -> Verdict {
             );
         }
     }
+    // The workers' logs must show the completions: a history without them proves nothing.
+    let finished = history.jobs.values().filter(|j| j.state == "succeeded").count();
+    if finished > 0 && completions.is_empty() {
+        bad(
+            "acknowledged-completion-stands",
+            "workers",
+            format!("{finished} jobs succeeded but no worker log records an acknowledged completion"),
+        );
+    }
     for (job, times) in completions {
         if times.len() > 1 {
             bad("finishes-once", job, format!("{} completions were acknowledged, at {times:?}", times.len()));
@@ -165,7 +177,7 @@ pub fn check(history: &History) -> Verdict {
             bad("fencing", id, format!("result {} does not name its lease", job.result));
             continue;
         };
-        let latest = runs.get(id.as_str()).and_then(|l| l.iter().map(|e| e.token.as_str()).max());
+        let latest = runs.get(id.as_str()).and_then(|l| l.last()).map(|e| e.token.as_str());
         if let Some(latest) = latest
             && token != latest
         {
@@ -349,8 +361,38 @@ mod tests {
         released.reports.push(WorkerReport { job: "j".into(), what: Reported::Released, at_ms: 1_150, worker_pid: 10 });
         assert!(check(&released).valid(), "{}", check(&released));
 
+        let mut unrecorded = ran_twice_at_attempt_one();
+        unrecorded.reports.push(WorkerReport {
+            job: "j".into(),
+            what: Reported::Released,
+            at_ms: 1_150,
+            worker_pid: 10,
+        });
+        unrecorded.reports.retain(|r| r.what != Reported::Completed);
+        let verdict = check(&unrecorded);
+        assert!(
+            verdict.violations.iter().any(|v| v.subject == "workers"),
+            "no recorded completion at all must fail the check: {verdict}"
+        );
+
         let mut crashed = ran_twice_at_attempt_one();
         crashed.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: 1_100, until_ms: 1_150, worker_pid: None });
         assert!(check(&crashed).valid(), "{}", check(&crashed));
+    }
+
+    #[test]
+    fn lease_order_comes_from_attempts_and_starts_not_token_text() {
+        // With several nodes a later lease's token may sort first: "t0" ran after "t9".
+        let mut history = ran_twice_at_attempt_one();
+        history.executions[0].token = "t9".into();
+        history.executions[1].token = "t0".into();
+        history.jobs.get_mut("j").expect("job").result = serde_json::json!({"attempt": 1, "token": "t0"});
+        history.reports.push(WorkerReport { job: "j".into(), what: Reported::Released, at_ms: 1_150, worker_pid: 10 });
+        assert!(check(&history).valid(), "{}", check(&history));
+
+        // Keeping the earlier lease's completion is a fencing failure, whatever the text says.
+        history.jobs.get_mut("j").expect("job").result = serde_json::json!({"attempt": 1, "token": "t9"});
+        let verdict = check(&history);
+        assert!(verdict.violations.iter().any(|v| v.property == "fencing"), "{verdict}");
     }
 }

@@ -28,11 +28,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Where a server keeps its jobs.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The embedded store, in this directory.
+    Embedded(PathBuf),
+    /// A PostgreSQL database, which several servers (nodes) may share.
+    Postgres(String),
+}
+
 /// One `wharf serve`.
 #[derive(Debug)]
 pub struct Server {
     wharf: PathBuf,
     dir: PathBuf,
+    name: String,
+    storage: Storage,
     env: Vec<(String, String)>,
     /// `http://127.0.0.1:PORT`, the same across restarts.
     pub base: String,
@@ -43,10 +54,23 @@ pub struct Server {
 impl Server {
     /// Starts a server on a free port with its data in `dir/data`.
     pub async fn start(wharf: &Path, dir: &Path, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        Self::start_on(wharf, dir, "server", Storage::Embedded(dir.join("data")), env).await
+    }
+
+    /// Starts a server named `name` (its logs are `dir/NAME-N.log`) on a free port.
+    pub async fn start_on(
+        wharf: &Path,
+        dir: &Path,
+        name: &str,
+        storage: Storage,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut server = Server {
             wharf: wharf.to_owned(),
             dir: dir.to_owned(),
+            name: name.to_owned(),
+            storage,
             env,
             base: format!("http://127.0.0.1:{port}"),
             child: None,
@@ -58,10 +82,14 @@ impl Server {
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.join(format!("server-{}.log", self.starts)))?;
-        let child = Command::new(&self.wharf)
-            .args(["serve", "--data-dir"])
-            .arg(self.dir.join("data"))
+        let log = std::fs::File::create(self.dir.join(format!("{}-{}.log", self.name, self.starts)))?;
+        let mut command = Command::new(&self.wharf);
+        command.arg("serve");
+        match &self.storage {
+            Storage::Embedded(data) => command.arg("--data-dir").arg(data),
+            Storage::Postgres(url) => command.args(["--database-url", url]),
+        };
+        let child = command
             .args(["--listen", self.base.trim_start_matches("http://"), "--log-format", "json"])
             .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
@@ -81,11 +109,11 @@ impl Server {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!("wharf serve exited with {status} at start; see {}", self.dir.display());
+                bail!("wharf serve ({}) exited with {status} at start; see {}", self.name, self.dir.display());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("wharf serve was not ready within 30 s")
+        bail!("wharf serve ({}) was not ready within 30 s", self.name)
     }
 
     /// SIGKILL, then a fresh start on the same data and port.

@@ -9,7 +9,7 @@ use serde_json::Value;
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 pub enum FaultKind {
-    /// `kill -9` of the server, then a restart on the same data.
+    /// `kill -9` of the server (of one node, with several), then a restart on the same data.
     ServerCrash,
     /// `kill -9` of a worker (a new one replaces it).
     WorkerKill,
@@ -17,6 +17,9 @@ pub enum FaultKind {
     WorkerPause,
     /// SIGTERM of a worker: it drains and releases (a new one replaces it).
     WorkerTerm,
+    /// PostgreSQL restarted as after a crash (`pg_ctl restart -m immediate`): every node loses
+    /// its connections at once.
+    DatabaseRestart,
 }
 
 /// One injected fault.
@@ -164,15 +167,19 @@ pub fn read_executions(path: &Path) -> anyhow::Result<Vec<Execution>> {
     Ok(order.into_iter().filter_map(|k| by_lease.remove(&k)).collect())
 }
 
-/// Reads a worker's JSON log for acknowledged completions and releases.
+/// Reads a worker's JSON log for the outcomes the server acknowledged: the structured fields
+/// of each attempt's line (`outcome`, `recorded`, the span's `job_id`), never its message.
 pub fn read_reports(path: &Path, worker_pid: u32) -> Vec<WorkerReport> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut reports = Vec::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let what = match (v["message"].as_str(), v["state"].as_str()) {
-            (Some("attempt completed"), Some("succeeded")) => Reported::Completed,
-            (Some("attempt released"), Some("ready")) => Reported::Released,
+        if v["recorded"].as_bool() != Some(true) {
+            continue;
+        }
+        let what = match v["outcome"].as_str() {
+            Some("completed") => Reported::Completed,
+            Some("released") => Reported::Released,
             _ => continue,
         };
         let (Some(job), Some(at_ms)) = (v["span"]["job_id"].as_str(), v["timestamp"].as_str().and_then(parse_ms))

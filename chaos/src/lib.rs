@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //!
-//! - [`cluster`]: the processes — one `wharf serve`, several `wharf worker`s whose handler
-//!   records every execution — and how to kill, pause, stop and restart them.
+//! - [`cluster`]: the processes — one `wharf serve` (or several nodes on one PostgreSQL),
+//!   several `wharf worker`s whose handler records every execution — and how to kill, pause,
+//!   stop and restart them.
 //! - [`run`](run()): producers enqueue with idempotency keys and retry unknown outcomes, the
 //!   nemesis injects faults, then everything drains and the final state is read.
 //! - [`history`]: what was recorded, parsed from the producers, the handlers' execution log and
@@ -19,4 +20,4 @@ mod runner;
 
 pub use checker::{Verdict, check};
 pub use history::History;
-pub use runner::{Config, crash_after_acknowledgements, run, stale_worker};
+pub use runner::{Backend, Config, crash_after_acknowledgements, run, stale_worker};

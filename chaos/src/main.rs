@@ -1,15 +1,16 @@
 //! `wharf-chaos`: runs wharf under a nemesis and checks the history.
 //!
 //! Run with: `cargo run --release -p wharf-chaos -- --duration 10m` (after `cargo build
-//! --release`). Exits 0 when every property held, 1 with the counterexamples otherwise.
+//! --release`), adding `--postgres 3` for three nodes on one PostgreSQL. Exits 0 when every
+//! property held, 1 with the counterexamples otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Fault injection for wharf: kill -9 and restart the server, kill -9, pause and SIGTERM
-/// workers, under load; then check what every client saw.
+/// Fault injection for wharf: kill -9 and restart the server (or nodes, and PostgreSQL), kill
+/// -9, pause and SIGTERM workers, under load; then check what every client saw.
 #[derive(Debug, Parser)]
 struct Args {
     /// How long to inject faults, e.g. 60s or 2h.
@@ -30,6 +31,11 @@ struct Args {
     /// Producers.
     #[arg(long, default_value_t = 3)]
     producers: usize,
+    /// Run this many nodes on one PostgreSQL instead of one server on the embedded store. The
+    /// run starts a throwaway PostgreSQL itself (its binaries must be installed) and restarts
+    /// it among the faults.
+    #[arg(long, value_name = "NODES")]
+    postgres: Option<usize>,
     /// Also write the history and the verdict as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -59,6 +65,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut config = wharf_chaos::Config::new(wharf, dir.clone(), duration);
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if let Some(nodes) = args.postgres {
+        config = config.postgres(nodes);
     }
     config.workers = args.workers;
     config.producers = args.producers;

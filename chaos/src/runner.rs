@@ -10,12 +10,29 @@ use anyhow::Context as _;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::cluster::{HANDLER, Server, Worker, now_ms};
+use crate::cluster::{HANDLER, Server, Storage, Worker, now_ms};
+use wharf_testkit::postgres::PgServer;
+
 use crate::history::{Enqueue, Fault, FaultKind, FinalJob, History, parse_ms, read_executions, read_reports};
+
+/// What the servers store their jobs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// One server on the embedded store.
+    Embedded,
+    /// Several servers (nodes) on one PostgreSQL database, on a throwaway PostgreSQL server
+    /// this run starts itself.
+    Postgres {
+        /// How many nodes.
+        nodes: usize,
+    },
+}
 
 /// How to run.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// What the servers store their jobs in.
+    pub backend: Backend,
     /// The `wharf` binary.
     pub wharf: PathBuf,
     /// A scratch directory: data, logs, the execution log.
@@ -44,6 +61,7 @@ impl Config {
     /// Defaults for a run of `duration` with `wharf` in `dir`.
     pub fn new(wharf: PathBuf, dir: PathBuf, duration: Duration) -> Self {
         Config {
+            backend: Backend::Embedded,
             wharf,
             dir,
             duration,
@@ -57,6 +75,16 @@ impl Config {
             gap: (Duration::from_millis(300), Duration::from_millis(1_200)),
         }
     }
+
+    /// The same on `nodes` servers sharing one PostgreSQL database, with PostgreSQL itself
+    /// restarted among the faults.
+    pub fn postgres(mut self, nodes: usize) -> Self {
+        self.backend = Backend::Postgres { nodes: nodes.max(1) };
+        if !self.faults.contains(&FaultKind::DatabaseRestart) {
+            self.faults.push(FaultKind::DatabaseRestart);
+        }
+        self
+    }
 }
 
 const QUEUE: &str = "chaos";
@@ -66,17 +94,39 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
     let dir = &config.dir;
     write_handler(dir)?;
     let mut rng = fastrand::Rng::with_seed(config.seed);
-    let mut server = Server::start(&config.wharf, dir, config.server_env.clone()).await?;
+    let mut servers = Vec::new();
+    // A PostgreSQL of the run's own: restarting it must not disturb anything else.
+    let mut postgres = None;
+    match config.backend {
+        Backend::Embedded => servers.push(Server::start(&config.wharf, dir, config.server_env.clone()).await?),
+        Backend::Postgres { nodes } => {
+            let pg = tokio::task::spawn_blocking(PgServer::start)
+                .await?
+                .map_err(|why| anyhow::anyhow!("cannot start PostgreSQL: {why}"))?;
+            let pg = Arc::new(pg);
+            let database = pg.fresh_database().await;
+            postgres = Some(pg);
+            for n in 0..nodes {
+                let storage = Storage::Postgres(database.clone());
+                let env = config.server_env.clone();
+                servers.push(Server::start_on(&config.wharf, dir, &format!("node-{n}"), storage, env).await?);
+            }
+        }
+    }
+    // Producers and workers are spread over the nodes; the final state is read from the last.
+    let bases: Vec<String> = servers.iter().map(|s| s.base.clone()).collect();
+    let base_of = |i: usize| bases[i % bases.len()].clone();
+    let last = bases[bases.len() - 1].clone();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let policy =
         json!({"lease_ms": config.lease_ms, "max_attempts": 1000, "backoff_base_ms": 50, "backoff_cap_ms": 500});
-    http.put(format!("{}/v1/queues/{QUEUE}", server.base)).json(&policy).send().await?.error_for_status()?;
+    http.put(format!("{}/v1/queues/{QUEUE}", bases[0])).json(&policy).send().await?.error_for_status()?;
 
     let mut spawned = 0;
     let mut workers = Vec::new();
     let mut worker_logs = Vec::new();
-    for _ in 0..config.workers {
-        let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
+    for i in 0..config.workers {
+        let w = Worker::start(&config.wharf, dir, &base_of(i), QUEUE, config.concurrency, spawned, &[])?;
         worker_logs.push((w.log.clone(), w.pid));
         workers.push(w);
         spawned += 1;
@@ -86,8 +136,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
     let enqueues: Arc<Mutex<Vec<Enqueue>>> = Arc::default();
     let mut producers = Vec::new();
     for p in 0..config.producers {
-        let (http, base, stop, enqueues) =
-            (http.clone(), server.base.clone(), Arc::clone(&stop), Arc::clone(&enqueues));
+        let (http, base, stop, enqueues) = (http.clone(), base_of(p), Arc::clone(&stop), Arc::clone(&enqueues));
         let seed = rng.u64(..);
         producers.push(tokio::spawn(produce(p, http, base, stop, enqueues, seed)));
     }
@@ -103,14 +152,23 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
         let at_ms = now_ms();
         let fault = match kind {
             FaultKind::ServerCrash => {
-                server.crash_and_restart(Duration::from_millis(rng.u64(0..500))).await?;
+                let n = rng.usize(..servers.len());
+                servers[n].crash_and_restart(Duration::from_millis(rng.u64(0..500))).await?;
+                Fault { kind, at_ms, until_ms: now_ms(), worker_pid: None }
+            }
+            FaultKind::DatabaseRestart => {
+                if let Some(pg) = postgres.clone() {
+                    tokio::task::spawn_blocking(move || pg.restart_immediate())
+                        .await?
+                        .map_err(|why| anyhow::anyhow!("cannot restart PostgreSQL: {why}"))?;
+                }
                 Fault { kind, at_ms, until_ms: now_ms(), worker_pid: None }
             }
             FaultKind::WorkerKill => {
                 let i = rng.usize(..workers.len());
                 let pid = workers[i].pid;
                 workers[i].kill9().await;
-                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
+                let w = Worker::start(&config.wharf, dir, &base_of(i), QUEUE, config.concurrency, spawned, &[])?;
                 spawned += 1;
                 worker_logs.push((w.log.clone(), w.pid));
                 workers[i] = w;
@@ -128,7 +186,7 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
                 let pid = workers[i].pid;
                 workers[i].signal(Signal::SIGTERM);
                 let _ = workers[i].wait(Duration::from_secs(10)).await;
-                let w = Worker::start(&config.wharf, dir, &server.base, QUEUE, config.concurrency, spawned, &[])?;
+                let w = Worker::start(&config.wharf, dir, &base_of(i), QUEUE, config.concurrency, spawned, &[])?;
                 spawned += 1;
                 worker_logs.push((w.log.clone(), w.pid));
                 workers[i] = w;
@@ -144,11 +202,11 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
 
     // Drain: every job finished, then the final state.
     let last_fault = faults.last().map_or_else(now_ms, |f| f.until_ms);
-    let drained = drain(&http, &server.base, Duration::from_secs(120)).await?;
+    let drained = drain(&http, &bases[0], Duration::from_secs(120)).await?;
     let drain_ms = drained.then(|| now_ms() - last_fault);
     let enqueues = std::mem::take(&mut *enqueues.lock().unwrap_or_else(|p| p.into_inner()));
-    let jobs = final_jobs(&http, &server.base, &enqueues).await?;
-    let listed = list_all(&http, &server.base).await?;
+    let jobs = final_jobs(&http, &last, &enqueues).await?;
+    let listed = list_all(&http, &last).await?;
 
     for w in &workers {
         w.signal(Signal::SIGTERM);
@@ -158,7 +216,10 @@ pub async fn run(config: &Config) -> anyhow::Result<History> {
             w.kill9().await;
         }
     }
-    server.stop().await;
+    for server in &mut servers {
+        server.stop().await;
+    }
+    drop(postgres);
 
     let executions = read_executions(&dir.join("executions.log"))?;
     let reports = worker_logs.iter().flat_map(|(log, pid)| read_reports(log, *pid)).collect();

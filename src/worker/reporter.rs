@@ -68,6 +68,16 @@ impl ReportKind {
             ReportKind::Released => "released",
         }
     }
+
+    /// The `outcome` field of the attempt's log line, for programs that read the log.
+    pub(super) const fn code(self) -> &'static str {
+        match self {
+            ReportKind::Completed => "completed",
+            ReportKind::FailedForGood => "failed_for_good",
+            ReportKind::Failed => "failed",
+            ReportKind::Released => "released",
+        }
+    }
 }
 
 impl std::fmt::Display for ReportKind {

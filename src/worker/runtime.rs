@@ -432,9 +432,20 @@ impl Attempt {
                 _ => None,
             };
             match self.reporter.send(report, lease_until).await {
+                // `outcome` and `recorded` are for programs that read the log: the server
+                // acknowledged this outcome, and the job is now in `state`.
                 Ok(state) => match &error {
-                    Some(error) => tracing::info!(elapsed_ms, state = %state, error = %error, "attempt {kind}"),
-                    None => tracing::info!(elapsed_ms, state = %state, "attempt {kind}"),
+                    Some(error) => tracing::info!(
+                        elapsed_ms,
+                        outcome = kind.code(),
+                        recorded = true,
+                        state = %state,
+                        error = %error,
+                        "attempt {kind}"
+                    ),
+                    None => {
+                        tracing::info!(elapsed_ms, outcome = kind.code(), recorded = true, state = %state, "attempt {kind}")
+                    }
                 },
                 Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
                     // The server will not store this result (too large, say); the lease is
@@ -456,7 +467,13 @@ impl Attempt {
                     if kind == ReportKind::Released {
                         self.status.unreleased.fetch_add(1, Ordering::AcqRel);
                     }
-                    tracing::warn!(elapsed_ms, reason = %why, "attempt {kind}, but the server did not record it")
+                    tracing::warn!(
+                        elapsed_ms,
+                        outcome = kind.code(),
+                        recorded = false,
+                        reason = %why,
+                        "attempt {kind}, but the server did not record it"
+                    )
                 }
             }
         }

@@ -40,8 +40,6 @@ mod clock;
 mod listener;
 mod notifier;
 mod sql;
-#[cfg(any(test, feature = "test-support"))]
-pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -120,8 +118,9 @@ pub struct PgStore {
     ready: watch::Receiver<u64>,
     /// When this node last wrote each worker's row: at most once a second per worker.
     workers_written: Mutex<HashMap<String, Timestamp>>,
-    /// The connection that holds the leader lock, while this node leads.
-    leader: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// The connection that asks for the leader lock, and whether it holds it: kept open between
+    /// tries, so a follower does not connect anew every tick.
+    leader: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
     /// Draws the secrets of lease tokens.
     secrets: Mutex<rand::rngs::StdRng>,
     rng: Mutex<fastrand::Rng>,
@@ -1658,20 +1657,27 @@ impl Store for PgStore {
 
     async fn leader_try(&self) -> StoreResult<bool> {
         let mut held = self.leader.lock().await;
-        if let Some(client) = held.as_ref() {
-            if !client.is_closed() {
+        if let Some((client, leading)) = held.as_ref() {
+            if client.is_closed() {
+                if *leading {
+                    tracing::warn!("lost the leader's connection; maintenance moves to whichever node takes the lock");
+                }
+                *held = None;
+            } else if *leading {
                 return Ok(true);
             }
-            tracing::warn!("lost the leader's connection; maintenance moves to whichever node takes the lock");
-            *held = None;
         }
-        let pg: tokio_postgres::Config =
-            self.config.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
-        let (client, connection) = pg.connect(NoTls).await.map_err(|e| db_error(&e))?;
-        tokio::spawn(async move {
-            // Ends when the client is dropped or the database goes away; the lock goes with it.
-            let _ = connection.await;
-        });
+        if held.is_none() {
+            let pg: tokio_postgres::Config =
+                self.config.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
+            let (client, connection) = pg.connect(NoTls).await.map_err(|e| db_error(&e))?;
+            tokio::spawn(async move {
+                // Ends when the client is dropped or the database goes away; the lock goes with it.
+                let _ = connection.await;
+            });
+            *held = Some((client, false));
+        }
+        let Some((client, leading)) = held.as_mut() else { return Ok(false) };
         let won: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&sql::LEADER_LOCK])
             .await
@@ -1679,7 +1685,7 @@ impl Store for PgStore {
             .get(0);
         if won {
             tracing::info!("this node leads: it runs maintenance");
-            *held = Some(client);
+            *leading = true;
         }
         Ok(won)
     }
@@ -1702,7 +1708,7 @@ mod tests {
     use crate::store::conformance::{Harness, START, store_conformance_suite};
 
     async fn harness() -> Harness {
-        let url = super::testing::server().fresh_database().await;
+        let url = wharf_testkit::postgres::server().fresh_database().await;
         let clock = ManualClock::new(START);
         let events = Arc::new(EventBus::numbered(RingLimits::default()));
         let open = move |clock: &ManualClock, events: Arc<EventBus>| {
@@ -1726,7 +1732,7 @@ mod tests {
 
     /// Two stores (two nodes) on one database, sharing a clock.
     async fn two_nodes() -> (Arc<dyn Store>, Arc<dyn Store>, ManualClock) {
-        let url = super::testing::server().fresh_database().await;
+        let url = wharf_testkit::postgres::server().fresh_database().await;
         let clock = ManualClock::new(START);
         let mut nodes = Vec::new();
         for _ in 0..2 {

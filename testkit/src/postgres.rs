@@ -1,5 +1,7 @@
 //! A throwaway PostgreSQL server for tests: `initdb` and `pg_ctl` on a temporary directory and
-//! a free port, started once per test process; each test takes a fresh database of its own.
+//! a free port. [`server`] is started once per test process and shared (each test takes a
+//! fresh database of its own); a test that restarts or stops PostgreSQL starts its own with
+//! [`PgServer::start`], so it cannot disturb the others.
 //!
 //! The binaries are found with `pg_config --bindir`, then under `/usr/lib/postgresql/*/bin`.
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user (the
@@ -23,12 +25,13 @@ pub struct PgServer {
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+/// Counts databases across every server of this process, so names never repeat.
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
 /// The test process's server, started on first use. Panics with the reason if PostgreSQL
 /// cannot be started (its binaries missing, say): a test that needs it cannot pass without.
 pub fn server() -> &'static PgServer {
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(PgServer::start) {
         Ok(server) => server,
         Err(why) => panic!("cannot start a test PostgreSQL: {why}"),
     }
@@ -75,6 +78,14 @@ fn run(mut command: Command, what: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+impl PgServer {
+    /// Starts a server of this process's own, stopped and removed when it is dropped (or, at
+    /// the latest, when the process ends). Blocks for the second or two `initdb` takes.
+    pub fn start() -> Result<PgServer, String> {
+        start()
     }
 }
 
@@ -154,7 +165,19 @@ impl PgServer {
     /// is cut; what was committed survives.
     pub fn restart_immediate(&self) -> Result<(), String> {
         let mut pg_ctl = tool(&self.bin, self.run_as.as_deref(), "pg_ctl");
-        pg_ctl.args(["-w", "-t", "60", "-m", "immediate", "-D"]).arg(self.dir.join("data")).arg("restart");
+        // With its log file named: the new server would otherwise hold this command's output
+        // open, and the wait for it would never end.
+        pg_ctl.args(["-w", "-t", "60", "-m", "immediate", "-l"]).arg(self.dir.join("log"));
+        pg_ctl.arg("-D").arg(self.dir.join("data")).arg("restart");
         run(pg_ctl, "pg_ctl restart")
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let mut pg_ctl = tool(&self.bin, self.run_as.as_deref(), "pg_ctl");
+        pg_ctl.args(["-m", "immediate", "-D"]).arg(self.dir.join("data")).arg("stop");
+        let _ = run(pg_ctl, "pg_ctl stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
