@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// A PostgreSQL URL instead of the embedded store. Defaults to none.
     pub database_url: Option<String>,
+    /// Pooled connections per node to PostgreSQL. Defaults to 16.
+    pub database_pool_size: usize,
+    /// Extra CA certificates for TLS to PostgreSQL. Defaults to none.
+    pub database_ca_file: Option<PathBuf>,
     /// When a commit counts as done. Defaults to `fsync`.
     pub durability: Durability,
     /// Payload and batch limits. Defaults to 256 KiB payloads and 10,000 jobs per batch.
@@ -72,6 +76,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: PathBuf::from("wharf-data"),
             database_url: None,
+            database_pool_size: 16,
+            database_ca_file: None,
             durability: Durability::Fsync,
             limits: Limits::default(),
             max_batch_body_bytes: 64 * 1024 * 1024,
@@ -112,6 +118,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// `database_url = "postgres://…"`.
     pub database_url: Option<String>,
+    /// `database_pool_size = 16`.
+    pub database_pool_size: Option<usize>,
+    /// `database_ca_file = "/etc/ssl/rds-bundle.pem"`.
+    pub database_ca_file: Option<PathBuf>,
     /// `durability = "fsync"` or `"os"`.
     pub durability: Option<String>,
     /// `max_payload_bytes = 262144`.

@@ -127,13 +127,17 @@ pub fn client_roots(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Tls
     Ok(roots)
 }
 
-/// A connector for clients that open their own connections (the bench's load loops).
-pub fn connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, TlsError> {
+/// A client's TLS configuration: the ring provider, safe protocol versions, [`client_roots`].
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let roots = client_roots(ca_file)?;
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| problem(ca_file.unwrap_or(Path::new("system roots")), e))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
+}
+
+/// A connector for clients that open their own connections (the bench's load loops).
+pub fn connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_file)?)))
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::common::pki::{Leaf, Pki};
 use crate::common::{ADMIN_TOKEN, TestServer, TestWorker, http_client, wharf_bin};
 
 // ---- webhook configuration and signing ----
@@ -625,44 +626,6 @@ async fn tokens_and_webhook_secrets_never_reach_the_log_the_api_or_the_database_
 
 // ---- TLS ----
 
-/// A private CA that signs server certificates for `localhost` and 127.0.0.1.
-struct Pki {
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-/// A server certificate: PEM of the certificate and of its key, and the certificate's DER.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: Vec<u8>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "wharf test CA");
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki { ca, ca_key }
-    }
-
-    fn leaf(&self, serial: u64, common_name: &str) -> Leaf {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.serial_number = Some(serial.into());
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
-    }
-}
-
 /// ca.pem, cert.pem and key.pem in `dir`, the server's certificate being `leaf`.
 struct TlsFiles {
     ca: PathBuf,
@@ -673,7 +636,7 @@ struct TlsFiles {
 impl TlsFiles {
     fn write(dir: &Path, pki: &Pki, leaf: &Leaf) -> Self {
         let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-        std::fs::write(&files.ca, pki.ca.pem()).unwrap();
+        std::fs::write(&files.ca, pki.ca_pem()).unwrap();
         files.install(leaf);
         files
     }

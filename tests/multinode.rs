@@ -158,3 +158,52 @@ async fn killing_the_leader_moves_maintenance_and_killing_any_node_loses_nothing
         assert_eq!(status, 200, "{job}");
     }
 }
+
+#[tokio::test]
+async fn nodes_reach_postgresql_over_verified_tls() {
+    let pki = crate::common::pki::Pki::new();
+    let leaf = pki.leaf(1, "postgres");
+    let pg = tokio::task::spawn_blocking(move || {
+        wharf_testkit::postgres::PgServer::start_with_tls(&leaf.cert_pem, &leaf.key_pem)
+    })
+    .await
+    .unwrap()
+    .expect("a PostgreSQL serving TLS");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let url = format!("postgres://wharf@localhost:{}/postgres?sslmode=require", pg.port);
+
+    // A certificate nobody vouches for: refused at start, with the cause on one line.
+    let refused = tokio::process::Command::new(crate::common::wharf_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .output();
+    let refused = tokio::time::timeout(Duration::from_secs(30), refused).await.expect("exits").unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "the cause names the certificate: {stderr}");
+
+    // With the CA: the node serves, and every connection it holds is encrypted.
+    let ca = ca.to_str().unwrap();
+    let node = TestServer::start_with(&["--database-url", &url, "--database-ca-file", ca]).await;
+    let id = node.enqueue("tls", json!({"kind": "k"})).await;
+    let (status, job) = node.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!((status, job["state"].as_str()), (200, Some("ready")), "{job}");
+    let (client, connection) =
+        tokio_postgres::connect(&format!("postgres://wharf@127.0.0.1:{}/postgres", pg.port), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
+    assert!(encrypted >= 3, "the pool, the event listener and the leader's lock: {encrypted} encrypted");
+    assert_eq!(plain, 0, "no plain connection from the node");
+}

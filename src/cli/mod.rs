@@ -117,9 +117,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_DATA_DIR", conflicts_with = "database_url")]
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL at this URL instead of the embedded store, e.g.
-    /// postgres://wharf:secret@db:5432/wharf: any number of nodes may share it.
+    /// postgres://wharf:secret@db:5432/wharf: any number of nodes may share it. Add
+    /// ?sslmode=require for TLS (the certificate is verified).
     #[arg(long, env = "WHARF_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Connections each node keeps to PostgreSQL, besides one each for events, notifications
+    /// and the leader lock [default: 16].
+    #[arg(long, env = "WHARF_DATABASE_POOL_SIZE", requires = "database_url")]
+    pub database_pool_size: Option<usize>,
+    /// A PEM file of CA certificates to trust, besides the system's, for PostgreSQL over TLS
+    /// (a cloud provider's bundle, say).
+    #[arg(long, env = "WHARF_DATABASE_CA_FILE", requires = "database_url")]
+    pub database_ca_file: Option<PathBuf>,
     /// A TOML config file; flags and WHARF_* variables override it.
     #[arg(long, env = "WHARF_CONFIG")]
     pub config: Option<PathBuf>,

@@ -11,7 +11,7 @@ use crate::core::time::{SystemClock, parse_duration};
 use crate::events::{EventBus, RingLimits};
 use crate::http::auth::Auth;
 use crate::logging::LogFormat;
-use crate::store::postgres::{DbClock, PgConfig, PgStore};
+use crate::store::postgres::{Connector, DbClock, PgConfig, PgStore};
 use crate::store::sqlite::{SqliteConfig, SqliteStore};
 use crate::store::{Durability, Store};
 
@@ -62,6 +62,13 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
         config.data_dir = dir;
     }
     config.database_url = args.database_url.clone().or(file.database_url);
+    if let Some(n) = args.database_pool_size.or(file.database_pool_size) {
+        if !(2..=1_000).contains(&n) {
+            bail!("database pool size must be between 2 and 1000, not {n}");
+        }
+        config.database_pool_size = n;
+    }
+    config.database_ca_file = args.database_ca_file.clone().or(file.database_ca_file);
     config.durability = match (args.durability, file.durability.as_deref()) {
         (Some(d), _) => d,
         (None, Some("fsync")) | (None, None) => Durability::Fsync,
@@ -186,10 +193,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(url) => {
                 // Many nodes share this database: one clock (the database's), events numbered
                 // by the database, maintenance by whichever node leads.
+                let connector = Connector::new(url, config.database_ca_file.as_deref())?;
                 let clock: Arc<dyn Clock> =
-                    DbClock::start(url).await.map_err(|e| anyhow!("cannot reach PostgreSQL: {e}"))?;
+                    DbClock::start(&connector).await.map_err(|e| anyhow!("cannot reach PostgreSQL: {e}"))?;
                 let events = Arc::new(EventBus::numbered(ring));
-                let pg = PgConfig { max_queues: config.max_queues, ..PgConfig::new(url.clone()) };
+                let pg = PgConfig {
+                    max_queues: config.max_queues,
+                    pool_size: config.database_pool_size,
+                    ca_file: config.database_ca_file.clone(),
+                    ..PgConfig::new(url.clone())
+                };
                 let store = PgStore::open(pg, Arc::clone(&clock), Arc::clone(&events)).await?;
                 (Arc::new(store), events, clock, redact_url(url))
             }

@@ -31,7 +31,7 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 /// The test process's server, started on first use. Panics with the reason if PostgreSQL
 /// cannot be started (its binaries missing, say): a test that needs it cannot pass without.
 pub fn server() -> &'static PgServer {
-    match SERVER.get_or_init(PgServer::start) {
+    match SERVER.get_or_init(|| start(None)) {
         Ok(server) => server,
         Err(why) => panic!("cannot start a test PostgreSQL: {why}"),
     }
@@ -85,11 +85,17 @@ impl PgServer {
     /// Starts a server of this process's own, stopped and removed when it is dropped (or, at
     /// the latest, when the process ends). Blocks for the second or two `initdb` takes.
     pub fn start() -> Result<PgServer, String> {
-        start()
+        start(None)
+    }
+
+    /// The same, serving TLS (as well as plain connections) with this PEM certificate chain
+    /// and key.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<PgServer, String> {
+        start(Some((cert_pem, key_pem)))
     }
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(tls: Option<(&str, &str)>) -> Result<PgServer, String> {
     let bin = bin_dir()?;
     let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
@@ -111,10 +117,28 @@ fn start() -> Result<PgServer, String> {
     initdb.args(["-U", "wharf", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"]).arg(&data);
     run(initdb, "initdb")?;
     let port = free_port()?;
-    let options = format!(
+    let mut options = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300",
         dir.display()
     );
+    if let Some((cert, key)) = tls {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert_path, cert).map_err(|e| e.to_string())?;
+        std::fs::write(&key_path, key).map_err(|e| e.to_string())?;
+        // PostgreSQL refuses a key that others can read, or that its user does not own.
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        if let Some(user) = &run_as {
+            let mut chown = Command::new("chown");
+            chown.arg(format!("{user}:")).arg(&cert_path).arg(&key_path);
+            run(chown, "chown of the test certificate")?;
+        }
+        options.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_path.display(),
+            key_path.display()
+        ));
+    }
     let mut pg_ctl = tool(&bin, run_as.as_deref(), "pg_ctl");
     pg_ctl.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(dir.join("log")).arg("-D").arg(&data).arg("start");
     run(pg_ctl, "pg_ctl start")?;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod pki;
+
 /// The `wharf` binary under test.
 pub fn wharf_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wharf")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
+use super::connect::{Connector, describe};
 
 use super::sql;
 use crate::core::Clock;
@@ -29,10 +29,9 @@ impl Clock for DbClock {
 
 impl DbClock {
     /// Measures the offset now (failing if the database cannot be reached), then every 30 s.
-    pub async fn start(url: &str) -> Result<Arc<Self>, String> {
-        let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| e.to_string())?;
+    pub async fn start(pg: &Connector) -> Result<Arc<Self>, String> {
         let clock = Arc::new(DbClock::default());
-        clock.measure(&pg).await?;
+        clock.measure(pg).await?;
         let (weak, pg) = (Arc::downgrade(&clock), pg.clone());
         tokio::spawn(async move {
             loop {
@@ -46,13 +45,13 @@ impl DbClock {
         Ok(clock)
     }
 
-    async fn measure(&self, pg: &tokio_postgres::Config) -> Result<(), String> {
-        let (client, connection) = pg.connect(NoTls).await.map_err(|e| e.to_string())?;
+    async fn measure(&self, pg: &Connector) -> Result<(), String> {
+        let (client, connection) = pg.connect().await.map_err(|e| describe(&e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         let before = SystemClock.now().as_millis();
-        let db: i64 = client.query_one(sql::DB_NOW, &[]).await.map_err(|e| e.to_string())?.get(0);
+        let db: i64 = client.query_one(sql::DB_NOW, &[]).await.map_err(|e| describe(&e))?.get(0);
         let after = SystemClock.now().as_millis();
         let offset = db - (before + after) / 2;
         if self.offset_ms.swap(offset, Ordering::Relaxed).abs_diff(offset) > 1_000 {

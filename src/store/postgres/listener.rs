@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use super::connect::{Connector, describe};
 use tokio_util::sync::CancellationToken;
 
 use super::{EVENT_BITS, StoredEvent, sql};
@@ -20,7 +22,7 @@ use crate::events::EventBus;
 
 /// Connects once (so a bad URL fails `open`), then listens until `closed`.
 pub(super) async fn start(
-    pg: tokio_postgres::Config,
+    pg: Connector,
     events: Arc<EventBus>,
     ready: watch::Sender<u64>,
     closed: CancellationToken,
@@ -34,8 +36,8 @@ pub(super) async fn start(
 type Notes = mpsc::UnboundedReceiver<String>;
 
 /// A listening connection and the stream of its notifications' payloads.
-async fn connect(pg: &tokio_postgres::Config) -> Result<(tokio_postgres::Client, Notes), tokio_postgres::Error> {
-    let (client, mut connection) = pg.connect(NoTls).await?;
+async fn connect(pg: &Connector) -> Result<(tokio_postgres::Client, Notes), tokio_postgres::Error> {
+    let (client, mut connection) = pg.connect().await?;
     let (tx, notes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -57,7 +59,7 @@ async fn connect(pg: &tokio_postgres::Config) -> Result<(tokio_postgres::Client,
 }
 
 async fn run(
-    pg: tokio_postgres::Config,
+    pg: Connector,
     mut connected: Option<(tokio_postgres::Client, Notes)>,
     mut last: i64,
     events: Arc<EventBus>,
@@ -85,7 +87,7 @@ async fn run(
                         (client, notes)
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "event listener cannot connect");
+                        tracing::warn!(error = %describe(&err), retry_in_ms = backoff.as_millis() as u64, "event listener cannot connect");
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             () = closed.cancelled() => return,
@@ -122,7 +124,7 @@ async fn run(
                     last = publish(&events, &ready, ordered, last);
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "event listener cannot read events; reconnecting");
+                    tracing::warn!(error = %describe(&err), "event listener cannot read events; reconnecting");
                     break;
                 }
             }

@@ -37,6 +37,7 @@
 
 mod batcher;
 mod clock;
+mod connect;
 mod listener;
 mod notifier;
 mod sql;
@@ -46,15 +47,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::DbClock;
+pub use connect::Connector;
+use connect::describe;
 
 use crate::core::backoff::Backoff;
 use crate::core::state::{self, AfterFailure, CancelEffect, FailedAttempt, Reason};
@@ -73,9 +75,12 @@ use crate::store::{
 /// How the PostgreSQL store is set up.
 #[derive(Clone, Debug)]
 pub struct PgConfig {
-    /// `postgres://user:password@host:port/database`.
+    /// `postgres://user:password@host:port/database`, with `?sslmode=require` for TLS.
     pub url: String,
-    /// Connections per node. Defaults to 16.
+    /// Certificates to trust, besides the system's, for a TLS connection. Defaults to none.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Connections per node (the event listener, the notifier and the leader's lock take one
+    /// more each). Defaults to 16.
     pub pool_size: usize,
     /// Most queues. Defaults to 1,000.
     pub max_queues: usize,
@@ -87,7 +92,13 @@ pub struct PgConfig {
 impl PgConfig {
     /// The defaults for the database at `url`.
     pub fn new(url: impl Into<String>) -> Self {
-        PgConfig { url: url.into(), pool_size: 16, max_queues: 1_000, event_retention: Duration::from_secs(600) }
+        PgConfig {
+            url: url.into(),
+            ca_file: None,
+            pool_size: 16,
+            max_queues: 1_000,
+            event_retention: Duration::from_secs(600),
+        }
     }
 }
 
@@ -100,6 +111,9 @@ pub enum PgOpenError {
     /// The database cannot be reached or refused us.
     #[error("cannot reach PostgreSQL: {0}")]
     Connect(String),
+    /// The CA file for TLS cannot be used.
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
     /// The schema belongs to a newer wharf.
     #[error("the database's wharf schema is at version {found}, newer than this wharf knows ({known}); upgrade wharf")]
     TooNew {
@@ -114,6 +128,8 @@ pub enum PgOpenError {
 pub struct PgStore {
     shared: Arc<Shared>,
     config: PgConfig,
+    /// Opens the connections outside the pool (the leader's).
+    connector: Connector,
     /// Bumped when a notification says work became ready: long polls wait on it.
     ready: watch::Receiver<u64>,
     /// When this node last wrote each worker's row: at most once a second per worker.
@@ -259,11 +275,11 @@ fn db_error(err: &tokio_postgres::Error) -> StoreError {
         }
         return StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()));
     }
-    StoreError::Unavailable(err.to_string())
+    StoreError::Unavailable(describe(err))
 }
 
 fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(format!("no database connection: {err}"))
+    StoreError::Unavailable(format!("no database connection: {}", describe(&err)))
 }
 
 /// A statement prepared once per connection (a plain `query` with text would prepare it on
@@ -406,26 +422,23 @@ impl PgStore {
     /// Connects, applies migrations under a lock (safe when several nodes start at once),
     /// and starts the event listener.
     pub async fn open(config: PgConfig, clock: Arc<dyn Clock>, events: Arc<EventBus>) -> Result<Self, PgOpenError> {
-        let pg: tokio_postgres::Config =
-            config.url.parse().map_err(|e: tokio_postgres::Error| PgOpenError::Url(e.to_string()))?;
-        let manager =
-            Manager::from_config(pg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
+        let pg = Connector::new(&config.url, config.ca_file.as_deref())?;
+        let pool = Pool::builder(pg.manager())
             .max_size(config.pool_size.max(2))
             .wait_timeout(Some(Duration::from_secs(5)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| PgOpenError::Connect(e.to_string()))?;
-        let mut client = pool.get().await.map_err(|e| PgOpenError::Connect(e.to_string()))?;
+            .map_err(|e| PgOpenError::Connect(describe(&e)))?;
+        let mut client = pool.get().await.map_err(|e| PgOpenError::Connect(describe(&e)))?;
         migrate(&mut client).await?;
         drop(client);
         let (ready_tx, ready) = watch::channel(0u64);
         let closed = CancellationToken::new();
         listener::start(pg.clone(), Arc::clone(&events), ready_tx, closed.clone())
             .await
-            .map_err(|e| PgOpenError::Connect(e.to_string()))?;
-        let notify = notifier::start(pg, closed.clone());
+            .map_err(|e| PgOpenError::Connect(describe(&e)))?;
+        let notify = notifier::start(pg.clone(), closed.clone());
         let shared = Arc::new(Shared {
             pool,
             clock,
@@ -438,6 +451,7 @@ impl PgStore {
         Ok(PgStore {
             shared,
             config,
+            connector: pg,
             ready,
             workers_written: Mutex::new(HashMap::new()),
             leader: tokio::sync::Mutex::new(None),
@@ -1144,7 +1158,7 @@ impl PgStore {
 
 /// Applies the migrations this build knows, once, whichever node gets there first.
 async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), PgOpenError> {
-    let fail = |e: tokio_postgres::Error| PgOpenError::Connect(e.to_string());
+    let fail = |e: tokio_postgres::Error| PgOpenError::Connect(describe(&e));
     let tx = client.transaction().await.map_err(fail)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&sql::MIGRATION_LOCK]).await.map_err(fail)?;
     tx.batch_execute(
@@ -1668,9 +1682,7 @@ impl Store for PgStore {
             }
         }
         if held.is_none() {
-            let pg: tokio_postgres::Config =
-                self.config.url.parse().map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
-            let (client, connection) = pg.connect(NoTls).await.map_err(|e| db_error(&e))?;
+            let (client, connection) = self.connector.connect().await.map_err(|e| db_error(&e))?;
             tokio::spawn(async move {
                 // Ends when the client is dropped or the database goes away; the lock goes with it.
                 let _ = connection.await;

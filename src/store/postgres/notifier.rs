@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use super::connect::{Connector, describe};
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use super::sql;
@@ -20,7 +20,7 @@ use super::sql;
 const PER_NOTIFICATION: usize = 400;
 
 /// Sends committed `seq`s given on the returned channel until `closed`.
-pub(super) fn start(pg: tokio_postgres::Config, closed: CancellationToken) -> mpsc::UnboundedSender<i64> {
+pub(super) fn start(pg: Connector, closed: CancellationToken) -> mpsc::UnboundedSender<i64> {
     let (tx, mut rx) = mpsc::unbounded_channel::<i64>();
     tokio::spawn(async move {
         let mut client: Option<tokio_postgres::Client> = None;
@@ -53,7 +53,7 @@ pub(super) fn start(pg: tokio_postgres::Config, closed: CancellationToken) -> mp
             match c.execute(sql::EVENTS_NOTIFY, &[&payload]).await {
                 Ok(_) => pending.clear(),
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot notify other nodes of events; retrying");
+                    tracing::warn!(error = %describe(&err), "cannot notify other nodes of events; retrying");
                     client = None;
                 }
             }
@@ -62,8 +62,8 @@ pub(super) fn start(pg: tokio_postgres::Config, closed: CancellationToken) -> mp
     tx
 }
 
-async fn connect(pg: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
-    let (client, connection) = pg.connect(NoTls).await.ok()?;
+async fn connect(pg: &Connector) -> Option<tokio_postgres::Client> {
+    let (client, connection) = pg.connect().await.ok()?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
