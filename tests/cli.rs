@@ -184,3 +184,36 @@ async fn bench_runs_every_measurement_and_its_jobs_reach_the_server() {
         .sum();
     assert!(enqueued >= 300.0 + 1000.0 + 1000.0 + 20.0 + 200.0, "jobs created: {enqueued}");
 }
+
+/// `wharf bench --only large` times leases before and after filling one queue, and leaves no
+/// job of it waiting: every job it enqueued has finished.
+#[tokio::test]
+async fn bench_large_fills_one_queue_times_leases_and_runs_every_job() {
+    let server = TestServer::start().await;
+    let (code, out, err) = server.cli(&[
+        "bench",
+        "--json",
+        "--only",
+        "large",
+        "--large-finished",
+        "3000",
+        "--large-ready",
+        "700",
+        "--large-samples",
+        "50",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bench JSON");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["measure"], "large");
+        assert_eq!(row["jobs"].as_u64(), Some(50), "{row}");
+        assert!(row["p50_ms"].as_f64() > Some(0.0) && row["p50_ms"].as_f64() <= row["p99_ms"].as_f64(), "{row}");
+    }
+    assert!(rows[1]["extra"]["p50_ratio"].as_f64() > Some(0.0), "{}", rows[1]);
+    let (_, queues) = server.get("/v1/queues").await;
+    let queue = queues["queues"].as_array().unwrap().iter().find(|q| q["name"].as_str().unwrap().ends_with("-large"));
+    let counts = &queue.expect("the bench queue")["counts"];
+    assert_eq!(counts["ready"], 0, "{counts}");
+    assert_eq!(counts["succeeded"].as_u64(), Some(50 + 3000 + 700), "{counts}");
+}

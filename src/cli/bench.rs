@@ -9,6 +9,9 @@
 //!   a job becoming ready (its enqueue acknowledged, so durable) to the worker holding it; and,
 //!   on a second line, from sending the enqueue (adding its round trip and commit).
 //!
+//! - **large** (on request): one-job leases timed in a nearly empty queue, then in the same
+//!   queue once it holds `--large-finished` finished and `--large-ready` ready jobs.
+//!
 //! - **workers**: pre-enqueued jobs run by `--worker-procs` real `wharf worker` processes, once
 //!   with the built-in Rust no-op handler and once with `--exec true` (a process per job).
 //!
@@ -52,6 +55,9 @@ pub enum Measure {
     /// A long stream of jobs with short retention: throughput, server memory and store size
     /// over time (not in the default set).
     Soak,
+    /// Lease latency in a queue holding many finished and ready jobs, beside the same queue
+    /// nearly empty (not in the default set).
+    Large,
 }
 
 /// `wharf bench`.
@@ -105,6 +111,15 @@ pub struct BenchArgs {
     /// Retention of the soak queue, so pruning keeps the store bounded.
     #[arg(long, default_value = "10s")]
     pub soak_retention: String,
+    /// Finished jobs the large queue holds.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub large_finished: u64,
+    /// Ready jobs the large queue holds.
+    #[arg(long, default_value_t = 100_000)]
+    pub large_ready: u64,
+    /// Leases timed in each state of the large queue.
+    #[arg(long, default_value_t = 2_000)]
+    pub large_samples: u64,
 }
 
 /// One line of the summary.
@@ -192,6 +207,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Measure::Pickup => rows.extend(pickup(&client, &queue, &args, quiet).await?),
             Measure::Workers => rows.extend(workers(&client, &queue, &args, quiet).await?),
             Measure::Soak => rows.push(soak(&client, &queue, &args, quiet).await?),
+            Measure::Large => rows.extend(large(&client, &queue, &args, quiet).await?),
         }
     }
     if quiet {
@@ -644,4 +660,96 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
             "samples": samples,
         })),
     })
+}
+
+/// Runs lease-and-acknowledge loops until `total` jobs of `queue` are done.
+async fn drain(client: &Client, queue: &str, total: u64, progress: &ProgressBar) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (client, queue, done, progress) = (client.clone(), queue.to_owned(), Arc::clone(&done), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = client.connect().await?;
+            let lease = noop_lease(format!("bench-drain-{w}"), queue, 500);
+            while done.load(Ordering::Relaxed) < total {
+                // An empty lease means another loop took the last jobs.
+                let Some(n) = lease_and_ack(&mut conn, &lease).await? else { break };
+                done.fetch_add(n, Ordering::Relaxed);
+                progress.inc(n);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Times `samples` one-job leases, one at a time, each acknowledged before the next.
+async fn timed_leases(client: &Client, queue: &str, samples: u64) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    let mut conn = client.connect().await?;
+    let lease = LeaseRequest {
+        worker_id: "bench-large".into(),
+        queues: vec![queue.to_owned()],
+        max: Some(1),
+        wait_ms: Some(0),
+        lease_ms: None,
+        host: None,
+    };
+    let mut hist = histogram();
+    let start = Instant::now();
+    for _ in 0..samples {
+        let sent = Instant::now();
+        let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
+        let _ = hist.record(sent.elapsed().as_micros() as u64);
+        let complete: Vec<_> =
+            jobs.into_iter().map(|j| AckComplete { id: j.id, lease_token: j.lease_token, result: None }).collect();
+        anyhow::ensure!(!complete.is_empty(), "the large queue ran out of ready jobs");
+        let _: AckResponse = conn.post("/v1/ack", &AckRequest { complete, fail: Vec::new() }).await?;
+    }
+    Ok((hist, start.elapsed()))
+}
+
+/// One-job lease latency in a nearly empty queue, then in the same queue holding
+/// `--large-finished` finished and `--large-ready` ready jobs. The queue keeps its finished
+/// jobs for an hour (so they are there while it is measured); its ready jobs are run at the end.
+async fn large(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<Vec<BenchRow>> {
+    let policy = QueuePolicyRequest { retention_ms: Some(3_600_000), ..QueuePolicyRequest::default() };
+    client.queue_put(queue, &policy).await?;
+    let samples = args.large_samples.max(1);
+    let loading = bar(samples, "load", quiet);
+    enqueue_batches(client, queue, samples, 1_000, 1, &loading).await?;
+    loading.finish_and_clear();
+    let (empty, empty_time) = timed_leases(client, queue, samples).await?;
+
+    let finished = args.large_finished;
+    let filling = bar(finished, "finished", quiet);
+    enqueue_batches(client, queue, finished, 1_000, 4, &filling).await?;
+    filling.set_position(0);
+    drain(client, queue, finished, &filling).await?;
+    filling.finish_and_clear();
+    let ready = args.large_ready.max(samples);
+    let loading = bar(ready, "ready", quiet);
+    enqueue_batches(client, queue, ready, 1_000, 4, &loading).await?;
+    loading.finish_and_clear();
+    let (full, full_time) = timed_leases(client, queue, samples).await?;
+    let cleanup = bar(ready - samples, "cleanup", quiet);
+    drain(client, queue, ready - samples, &cleanup).await?;
+    cleanup.finish_and_clear();
+
+    let empty_row = row(Measure::Large, "lease 1, queue nearly empty".into(), samples, empty_time, &empty);
+    let mut full_row =
+        row(Measure::Large, format!("lease 1, {finished} finished + {ready} ready"), samples, full_time, &full);
+    let ratio = |q: f64| full.value_at_quantile(q) as f64 / empty.value_at_quantile(q).max(1) as f64;
+    full_row.extra = Some(serde_json::json!({
+        "summary": format!(
+            "large: lease latency with {finished} finished and {ready} ready jobs is {:.2}x the nearly empty queue's at p50, {:.2}x at p99",
+            ratio(0.5),
+            ratio(0.99)
+        ),
+        "p50_ratio": ratio(0.5),
+        "p99_ratio": ratio(0.99),
+    }));
+    Ok(vec![empty_row, full_row])
 }

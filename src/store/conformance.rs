@@ -81,6 +81,7 @@ macro_rules! store_conformance_suite {
             reopen_keeps_jobs_leases_and_queues,
             metrics_count_what_happened,
             workers_are_listed_with_their_running_jobs,
+            the_oldest_ready_job_is_found_across_priorities,
         );
     };
 }
@@ -820,6 +821,7 @@ pub async fn metrics_count_what_happened(h: &Harness) {
     assert_eq!(m.jobs[JobState::Dead.index()], 1);
     assert_eq!(m.counters.wait.count, 1);
     assert_eq!(snapshot.workers_connected, 1);
+    assert!(snapshot.store.size_bytes > 0, "the store's size on disk is reported");
 }
 
 pub async fn workers_are_listed_with_their_running_jobs(h: &Harness) {
@@ -853,4 +855,21 @@ fn params_for(worker: &str, queues: &[&str]) -> JobLeaseParams {
         lease_ms: None,
         max_bytes: usize::MAX,
     }
+}
+
+pub async fn the_oldest_ready_job_is_found_across_priorities(h: &Harness) {
+    let oldest = async || h.store.queue_get(q("q")).await.unwrap().oldest_ready_at;
+    enqueue(h, job("q", "k")).await;
+    let first = oldest().await.expect("a ready job");
+    advance(h, Duration::from_secs(5)).await;
+    for priority in [7, -3, 2] {
+        enqueue(h, NewJob { priority, ..job("q", "k") }).await;
+    }
+    // The priority-0 job comes third in lease order, yet it has waited longest.
+    assert_eq!(oldest().await, Some(first));
+    let taken: Vec<i32> = lease(h, "q", 3).await.iter().map(|j| j.priority).collect();
+    assert_eq!(taken, vec![7, 2, 0]);
+    assert_eq!(oldest().await.map(|at| at.millis_since(first)), Some(5_000), "the priority -3 job is left");
+    lease(h, "q", 1).await;
+    assert_eq!(oldest().await, None, "nothing is ready");
 }

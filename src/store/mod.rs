@@ -1,4 +1,5 @@
-//! The storage seam: one [`Store`] trait, with an embedded SQLite implementation.
+//! The storage seam: one [`Store`] trait, with two implementations: embedded SQLite for one
+//! node, and PostgreSQL for any number of nodes sharing one database.
 //!
 //! A store is the authority on jobs and queues, and it answers only after a change is durable
 //! ([`Durability`]). It decides nothing about the job lifecycle (`docs/state_machine.md`)

@@ -1,7 +1,7 @@
 //! The event listener: one connection per node on channel `wharf_events`.
 //!
 //! Each notification names a committed row of `wharf.events`. The listener reads those rows
-//! in notification order (commit order, the same on every node), numbers their events
+//! in notification order (one global order, the same on every node), numbers their events
 //! `seq << 16 | index`, and publishes them on this node's bus; events that make work ready
 //! wake the long polls waiting here. When the connection drops it reconnects with backoff and
 //! reads what it missed by `seq`.

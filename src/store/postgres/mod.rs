@@ -17,11 +17,12 @@
 //! - **Ids and lease sequences** are this millisecond's time bits over low bits from a
 //!   database sequence: unique across nodes, in time order.
 //! - **Events**: a transaction that changes jobs stores its events as one row of
-//!   `wharf.events` and notifies its `seq`. Every node (this one included) listens, reads the
-//!   rows in notification order — the order of commits — and publishes them on its own bus, so
-//!   every node sees the same events in the same order with the same ids: a client that moves
-//!   from node A to node C resumes with its `Last-Event-ID`. A notification carries a
-//!   position, never a payload (progress can be 256 KiB; a notification, 8,000 bytes).
+//!   `wharf.events`; after the commit, the node's notifier announces its `seq`. Every node
+//!   (this one included) listens, reads the rows in notification order — one global order —
+//!   and publishes them on its own bus, so every node sees the same events in the same order
+//!   with the same ids: a client that moves from node A to node C resumes with its
+//!   `Last-Event-ID`. A notification carries a position, never a payload (progress can be
+//!   256 KiB; a notification, 8,000 bytes).
 //! - **Long polls** wait on this node for a notification of ready work on their queues, from
 //!   any node, then try again.
 //! - **Leadership**: one node at a time holds an advisory lock on a connection of its own and
@@ -41,6 +42,7 @@ mod connect;
 mod listener;
 mod notifier;
 mod sql;
+mod vacuum;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -65,7 +67,7 @@ use crate::core::{
     Timestamp,
 };
 use crate::events::{EventBus, EventKind, JobEvent};
-use crate::metrics::{MetricsSnapshot, QueueCounters, QueueMetrics};
+use crate::metrics::{MetricsSnapshot, QueueCounters, QueueMetrics, StoreMetrics};
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, Leadership, LeaseHeartbeatParams, LeasedJob,
@@ -142,6 +144,8 @@ pub struct PgStore {
     rng: Mutex<fastrand::Rng>,
     /// Single enqueues on their way into a shared transaction.
     batched: tokio::sync::mpsc::UnboundedSender<batcher::Pending>,
+    /// The leader's vacuum of the tables that churn.
+    vacuum: vacuum::Vacuum,
     closed: CancellationToken,
 }
 
@@ -458,6 +462,7 @@ impl PgStore {
             secrets: Mutex::new(rand::SeedableRng::from_os_rng()),
             rng: Mutex::new(fastrand::Rng::new()),
             batched,
+            vacuum: vacuum::Vacuum::new(),
             closed,
         })
     }
@@ -1146,7 +1151,8 @@ impl PgStore {
                 infos[i].counts[state.index()] = n.max(0) as u64;
             }
         }
-        for row in db!(client.query(&prep!(client, sql::OLDEST_READY), &[])) {
+        let names: Vec<&str> = infos.iter().map(|q| q.name.as_str()).collect();
+        for row in db!(client.query(&prep!(client, sql::OLDEST_READY), &[&names])) {
             let queue: String = row.get(0);
             if let Some(&i) = index.get(&queue) {
                 infos[i].oldest_ready_at = row.get::<_, Option<i64>>(1).map(Timestamp::from_millis);
@@ -1566,7 +1572,10 @@ impl Store for PgStore {
     }
 
     async fn maintain(&self) -> StoreResult<()> {
-        self.maintain_once().await
+        self.maintain_once().await?;
+        let client = self.client().await?;
+        self.vacuum.check(&client, &self.connector).await;
+        Ok(())
     }
 
     async fn worker_list(&self) -> StoreResult<Vec<WorkerInfo>> {
@@ -1601,7 +1610,10 @@ impl Store for PgStore {
                 paused: q.policy.paused,
             })
             .collect();
-        Ok(MetricsSnapshot { queues, workers_connected: workers, store: Default::default() })
+        let client = self.client().await?;
+        let size: i64 = db!(client.query_one(&prep!(client, sql::SCHEMA_SIZE), &[])).get(0);
+        let store = StoreMetrics { size_bytes: size.max(0) as u64, ..StoreMetrics::default() };
+        Ok(MetricsSnapshot { queues, workers_connected: workers, store })
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -1851,5 +1863,72 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "nobody took over");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Statistics taken while a queue held no ready job go stale the moment a burst arrives.
+    /// The lease must still walk `jobs_ready` in its order and stop at the first entry, not
+    /// read and sort every ready job of the queue. (With a second index on ready jobs, a
+    /// 100,000-job burst after an idle spell once got that plan: 60 ms a lease.)
+    #[tokio::test]
+    async fn the_lease_plan_takes_the_first_ready_entry_even_with_statistics_of_an_idle_queue() {
+        let url = wharf_testkit::postgres::server().fresh_database().await;
+        let clock = Arc::new(ManualClock::new(START));
+        let events = Arc::new(EventBus::numbered(RingLimits::default()));
+        let store = PgStore::open(PgConfig::new(url.clone()), clock, events).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        // The queue's history, 50,000 finished jobs, and statistics taken while none was ready.
+        client
+            .batch_execute(
+                "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, payload, created_at, finished_at) \
+                 SELECT g, 'q', 'k', 'succeeded', 0, 0, 'null', 0, 0 FROM generate_series(1, 50000) AS g",
+            )
+            .await
+            .unwrap();
+        client.batch_execute("ANALYZE wharf.jobs").await.unwrap();
+        // A burst of ready jobs, and a vacuum since (which sizes the indexes, not the rows).
+        for _ in 0..20 {
+            store.job_insert_batch((0..1_000).map(|_| job("q")).collect()).await.unwrap();
+        }
+        client.batch_execute("VACUUM wharf.jobs").await.unwrap();
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {}", super::sql::READY_OF_QUEUE), &[&"q", &1i64])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index Scan using jobs_ready on jobs") && !plan.contains("Sort"), "{plan}");
+        store.close().await;
+    }
+
+    /// Leases leave dead rows (and dead `jobs_ready` entries that later leases walk over);
+    /// the leader's maintenance vacuums them away without waiting for autovacuum's next visit.
+    #[tokio::test]
+    async fn maintenance_vacuums_the_jobs_table_once_leases_leave_dead_rows() {
+        let url = wharf_testkit::postgres::server().fresh_database().await;
+        let clock = Arc::new(ManualClock::new(START));
+        let events = Arc::new(EventBus::numbered(RingLimits::default()));
+        let store = PgStore::open(PgConfig::new(url.clone()), clock, events).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let vacuums = async || -> i64 {
+            let sql = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'wharf.jobs'::regclass";
+            client.query_one(sql, &[]).await.unwrap().get(0)
+        };
+        assert_eq!(vacuums().await, 0);
+        store.job_insert_batch((0..3_000).map(|_| job("q")).collect()).await.unwrap();
+        let mut leased = 0;
+        while leased < 3_000 {
+            leased += store.job_lease(ask("w", 1_000)).await.unwrap().len();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while vacuums().await == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the jobs table was never vacuumed");
+            store.maintain().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        store.close().await;
     }
 }

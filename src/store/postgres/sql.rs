@@ -216,7 +216,17 @@ pub(super) const COUNTS: &str = "SELECT queue, state, count(*) FROM wharf.jobs G
 pub(super) const COUNTS_OF_QUEUE: &str = "SELECT state, count(*) FROM wharf.jobs WHERE queue = $1 GROUP BY state";
 
 /// When the oldest ready job of each queue became ready.
-pub(super) const OLDEST_READY: &str = "SELECT queue, min(run_at) FROM wharf.jobs WHERE state = 'ready' GROUP BY queue";
+/// For each queue of `$1`, the oldest over the first entry of each priority in `jobs_ready`
+/// (a skip scan: one index probe per priority in use, however many jobs are ready).
+pub(super) const OLDEST_READY: &str = "SELECT q.name, (WITH RECURSIVE p(priority, run_at) AS ( \
+       (SELECT priority, run_at FROM wharf.jobs WHERE queue = q.name AND state = 'ready' \
+        ORDER BY priority DESC, run_at, id LIMIT 1) \
+       UNION ALL \
+       SELECT n.priority, n.run_at FROM p CROSS JOIN LATERAL (SELECT j.priority, j.run_at FROM wharf.jobs j \
+         WHERE j.queue = q.name AND j.state = 'ready' AND j.priority < p.priority \
+         ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1) AS n) \
+     SELECT min(run_at) FROM p) \
+     FROM unnest($1::text[]) AS q(name)";
 
 /// Deletes finished jobs of one queue and state past retention, a bounded number at a time.
 pub(super) const JOBS_PRUNE: &str = "DELETE FROM wharf.jobs WHERE id IN (SELECT id FROM wharf.jobs \
@@ -236,6 +246,12 @@ pub(super) const EVENTS_BY_SEQ: &str = "SELECT seq, events FROM wharf.events WHE
 pub(super) const EVENTS_AFTER: &str = "SELECT seq, events FROM wharf.events WHERE seq > $1 ORDER BY seq LIMIT 10000";
 /// The newest events row.
 pub(super) const EVENTS_LAST: &str = "SELECT COALESCE(max(seq), 0) FROM wharf.events";
+/// Dead and live rows of the tables that churn, as the statistics collector last counted.
+pub(super) const TABLES_DEAD_ROWS: &str = "SELECT relname::text, n_dead_tup, n_live_tup FROM pg_stat_user_tables \
+     WHERE schemaname = 'wharf' AND relname IN ('jobs', 'events')";
+/// Bytes wharf's tables take on disk, with their indexes and TOAST.
+pub(super) const SCHEMA_SIZE: &str = "SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0)::bigint \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'wharf' AND c.relkind = 'r'";
 /// Forgets events older than the replay window.
 pub(super) const EVENTS_PRUNE: &str = "DELETE FROM wharf.events WHERE at < $1";
 

@@ -62,10 +62,11 @@ ALTER TABLE wharf.jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_va
     autovacuum_vacuum_insert_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
 
 -- The lease query: the best ready job of a queue, by priority then FIFO. Partial, so the
--- millions of finished jobs cost nothing here.
+-- millions of finished jobs cost nothing here. It is the only index on ready jobs alone: with
+-- a second one (say on run_at, for the oldest ready job), statistics taken while a queue was
+-- empty led the planner to read and sort every ready job of the queue for each lease (60 ms
+-- at 100,000 ready) instead of taking the first entry of this one.
 CREATE INDEX jobs_ready ON wharf.jobs (queue, priority DESC, run_at, id) WHERE state = 'ready';
--- Oldest ready job per queue.
-CREATE INDEX jobs_ready_age ON wharf.jobs (queue, run_at) WHERE state = 'ready';
 -- Promotion of due jobs.
 CREATE INDEX jobs_scheduled ON wharf.jobs (run_at) WHERE state = 'scheduled';
 -- Expiry of leases.
