@@ -776,6 +776,10 @@ pub async fn events_follow_each_committed_change(h: &Harness) {
         ]
     );
     assert_eq!(h.store.job_get(id).await.unwrap().version, 4, "event ids are the job's versions");
+    // A job enqueued to a queue the store already knows (a shorter path on some stores).
+    let second = enqueue(h, job("q", "k")).await;
+    let e = live.next(|_| true).await.unwrap();
+    assert_eq!((e.job_id, e.kind, e.state, e.version), (second, EventKind::Created, JobState::Ready, 1));
 }
 
 pub async fn reopen_keeps_jobs_leases_and_queues(h: &Harness) {

@@ -3,10 +3,11 @@
 //! A transaction per enqueue spends a commit (and its fsync) and a handful of round trips on
 //! each job; under load, most of a node's enqueues are plain (no idempotency key, a queue this
 //! node knows, no waiting limit), and nothing stops them sharing one. A few flushers each take
-//! every enqueue waiting, insert them with one statement, commit once, then answer each. While
-//! one commits, the next gathers; when the node is idle, a lone enqueue goes at once.
+//! every enqueue waiting and writes them, with their events, in one statement that commits by
+//! itself: one round trip to the database for the lot. While one commits, the next gathers;
+//! when the node is idle, a lone enqueue goes at once.
 //!
-//! An answer still means the job is committed. If the transaction fails, every enqueue in it
+//! An answer still means the job is committed. If the statement fails, every enqueue in it
 //! gets the error (nothing of it was written). A job whose queue was deleted meanwhile comes
 //! back unwritten, and its caller takes the full path, which creates the queue.
 
@@ -15,10 +16,9 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Changes, Shared, StoredEvent, compose, db_error, sql};
+use super::{Changes, Shared, compose, db_error, sql};
 use crate::core::state;
 use crate::core::{JobId, NewJob, Timestamp};
-use crate::events::EventKind;
 use crate::store::{Inserted, JobSummary, StoreError, StoreResult};
 
 /// One enqueue waiting for a transaction; `None` sends its caller the full path.
@@ -94,10 +94,9 @@ async fn flush(shared: &Shared, batch: Vec<Pending>) {
 
 /// One transaction for `batch`; `None` if an id collided.
 async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Option<Inserted>>>> {
-    let mut client = shared.pool.get().await.map_err(super::pool_error)?;
-    let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+    let client = shared.pool.get().await.map_err(super::pool_error)?;
     let now = shared.now();
-    let numbers = shared.unique_numbers(&tx, batch.len()).await?;
+    let numbers = shared.unique_numbers(&client, batch.len()).await?;
     let ids: Vec<i64> = numbers.iter().map(|&n| compose(now, n)).collect();
     let jobs: Vec<&NewJob> = batch.iter().map(|p| &p.job).collect();
     let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at.unwrap_or(now).as_millis()).collect();
@@ -110,9 +109,10 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
     let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms.map(|ms| ms as i64)).collect();
     let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
     let metadata: Vec<Option<String>> = jobs.iter().map(|j| super::metadata_to(&j.metadata)).collect();
-    let statement = tx.prepare_cached(sql::JOBS_INSERT_PLAIN).await.map_err(|e| db_error(&e))?;
-    let inserted = tx
-        .query(
+    // One statement outside a transaction block: it commits by itself, jobs and events alike.
+    let statement = client.prepare_cached(sql::JOBS_INSERT_PLAIN_WITH_EVENTS).await.map_err(|e| db_error(&e))?;
+    let inserted = client
+        .query_one(
             &statement,
             &[
                 &ids,
@@ -129,8 +129,8 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
             ],
         )
         .await;
-    let created: std::collections::HashSet<i64> = match inserted {
-        Ok(rows) => rows.iter().map(|r| r.get::<_, i64>(0)).collect(),
+    let (created, seq): (std::collections::HashSet<i64>, Option<i64>) = match inserted {
+        Ok(row) => (row.get::<_, Option<Vec<i64>>>(0).unwrap_or_default().into_iter().collect(), row.get(1)),
         Err(err) if err.as_db_error().is_some_and(|e| e.constraint() == Some("jobs_pkey")) => return Ok(None),
         Err(err) => return Err(db_error(&err)),
     };
@@ -144,9 +144,6 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
         let id = JobId::from_raw(ids[i]);
         let run_at = Timestamp::from_millis(run_ats[i]);
         let state = state::waiting_state(run_at, now);
-        let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
-        event.run_at = Some(run_at.as_millis());
-        changes.events.push(event);
         changes.count(job.queue.as_str(), |c, n| c.enqueued += n, 1);
         out.push(Some(Inserted {
             job: JobSummary {
@@ -165,6 +162,6 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
             created: true,
         }));
     }
-    shared.commit(tx, changes).await?;
+    shared.committed(seq, changes.counted);
     Ok(Some(out))
 }

@@ -479,7 +479,7 @@ impl Shared {
 
     /// `n` numbers no other node will use: from blocks of [`ID_BLOCK`] that this node takes
     /// from the database's sequence, so most ids cost no round trip.
-    async fn unique_numbers(&self, tx: &deadpool_postgres::Transaction<'_>, n: usize) -> StoreResult<Vec<i64>> {
+    async fn unique_numbers(&self, tx: &impl deadpool_postgres::GenericClient, n: usize) -> StoreResult<Vec<i64>> {
         let mut block = self.ids.lock().await;
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -515,17 +515,22 @@ impl Shared {
             seq = Some(row.get::<_, i64>(0));
         }
         db!(tx.commit());
+        self.committed(seq, changes.counted);
+        Ok(())
+    }
+
+    /// After a commit: has its events row announced and counts what happened.
+    fn committed(&self, seq: Option<i64>, counted: Vec<(String, Count, u64)>) {
         if let Some(seq) = seq {
             // Only a node that is shutting down has no notifier left.
             let _ = self.notify.send(seq);
         }
-        if !changes.counted.is_empty() {
+        if !counted.is_empty() {
             let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-            for (queue, what, value) in changes.counted {
+            for (queue, what, value) in counted {
                 what(counters.entry(queue).or_default(), value);
             }
         }
-        Ok(())
     }
 
     /// A queue's policy as this node saw it in the last [`QUEUE_CACHE_TTL`].

@@ -103,16 +103,24 @@ pub(super) const JOBS_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, s
           AS t(id, kind, state, priority, run_at, max_attempts, timeout_ms, key, payload, metadata) \
      ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id";
 
-/// Enqueues plain jobs (no idempotency key) of any queues that exist, in one statement: the
-/// single enqueues a node gathers into one transaction. A job whose queue is gone is skipped.
-pub(super) const JOBS_INSERT_PLAIN: &str = "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, \
-     max_attempts, timeout_ms, payload, metadata, created_at) \
+/// Enqueues plain jobs (no idempotency key) of any queues that exist, and records their
+/// `created` events, in one statement: the single enqueues a node gathers. Run outside a
+/// transaction block, it commits by itself in one round trip. A job whose queue is gone is
+/// skipped. Answers the ids inserted and the `seq` of the events row (none when nothing was
+/// inserted); the events are built as `StoredEvent` serialises them.
+pub(super) const JOBS_INSERT_PLAIN_WITH_EVENTS: &str = "WITH ins AS (INSERT INTO wharf.jobs (id, queue, kind, \
+       state, priority, run_at, max_attempts, timeout_ms, payload, metadata, created_at) \
      SELECT t.id, t.queue, t.kind, t.state, t.priority, t.run_at, t.max_attempts, t.timeout_ms, t.payload, \
             t.metadata, $11 \
      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::int[], \
                  $8::bigint[], $9::text[], $10::text[]) \
           AS t(id, queue, kind, state, priority, run_at, max_attempts, timeout_ms, payload, metadata) \
-     WHERE EXISTS (SELECT 1 FROM wharf.queues q WHERE q.name = t.queue) RETURNING id";
+     WHERE EXISTS (SELECT 1 FROM wharf.queues q WHERE q.name = t.queue) RETURNING id, queue, state, run_at), \
+   ev AS (INSERT INTO wharf.events (at, events) \
+     SELECT $11, json_agg(json_build_object('job', id, 'queue', queue, 'version', 1, 'kind', 0, \
+            'state', state, 'attempt', 0, 'at', $11, 'run_at', run_at) ORDER BY id)::text \
+     FROM ins HAVING count(*) > 0 RETURNING seq) \
+   SELECT (SELECT array_agg(id) FROM ins), (SELECT seq FROM ev)";
 
 /// The job holding an idempotency key, with its payload.
 pub(super) const JOB_BY_KEY: &str =
