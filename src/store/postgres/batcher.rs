@@ -16,9 +16,10 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Changes, Shared, compose, db_error, sql};
+use super::{Changes, Shared, StoredEvent, compose, db_error, sql};
 use crate::core::state;
 use crate::core::{JobId, NewJob, Timestamp};
+use crate::events::EventKind;
 use crate::store::{Inserted, JobSummary, StoreError, StoreResult};
 
 /// One enqueue waiting for a transaction; `None` sends its caller the full path.
@@ -32,6 +33,8 @@ pub(super) struct Pending {
 const FLUSHERS: usize = 4;
 /// Most enqueues in one transaction.
 const MOST: usize = 1_000;
+/// About what one `created` event takes as text.
+const EVENT_BYTES: usize = 160;
 
 pub(super) fn start(shared: Arc<Shared>, closed: CancellationToken) -> mpsc::UnboundedSender<Pending> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -144,6 +147,10 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
         let id = JobId::from_raw(ids[i]);
         let run_at = Timestamp::from_millis(run_ats[i]);
         let state = state::waiting_state(run_at, now);
+        // The same events the statement stored, for this node's own listener.
+        let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
+        event.run_at = Some(run_at.as_millis());
+        changes.events.push(event);
         changes.count(job.queue.as_str(), |c, n| c.enqueued += n, 1);
         out.push(Some(Inserted {
             job: JobSummary {
@@ -162,6 +169,9 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
             created: true,
         }));
     }
-    shared.committed(seq, changes.counted);
+    // As the statement orders them.
+    changes.events.sort_by_key(|event| event.job);
+    let bytes = changes.events.len() * EVENT_BYTES;
+    shared.committed(seq.map(|seq| (seq, changes.events, bytes)), changes.counted);
     Ok(Some(out))
 }

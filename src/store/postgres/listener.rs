@@ -6,7 +6,8 @@
 //! wake the long polls waiting here. When the connection drops it reconnects with backoff and
 //! reads what it missed by `seq`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -20,16 +21,54 @@ use super::{EVENT_BITS, StoredEvent, sql};
 use crate::core::JobState;
 use crate::events::EventBus;
 
+/// Bytes of events rows this node keeps for its own listener.
+const OWN_ROWS_BYTES: usize = 16 << 20;
+
+/// Events rows this node committed, kept until its listener reaches their notification, so it
+/// need not read its own rows back from the database. Bounded by bytes: a row that had to make
+/// room is read back like another node's.
+#[derive(Debug, Default)]
+pub(super) struct OwnRows {
+    rows: Mutex<Kept>,
+}
+
+/// Rows by `seq` with the bytes each takes, and their total.
+type Kept = (BTreeMap<i64, (Vec<StoredEvent>, usize)>, usize);
+
+impl OwnRows {
+    /// Keeps a committed row (`bytes`: about what its text takes), before it is announced.
+    pub(super) fn keep(&self, seq: i64, events: Vec<StoredEvent>, bytes: usize) {
+        let mut guard = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let (rows, total) = &mut *guard;
+        *total += bytes;
+        rows.insert(seq, (events, bytes));
+        while *total > OWN_ROWS_BYTES
+            && let Some((_, (_, freed))) = rows.pop_first()
+        {
+            *total -= freed;
+        }
+    }
+
+    fn take(&self, seq: i64) -> Option<Vec<StoredEvent>> {
+        let mut guard = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let (rows, total) = &mut *guard;
+        let (events, bytes) = rows.remove(&seq)?;
+        *total -= bytes;
+        Some(events)
+    }
+}
+
 /// Connects once (so a bad URL fails `open`), then listens until `closed`.
 pub(super) async fn start(
     pg: Connector,
+    own: Arc<OwnRows>,
     events: Arc<EventBus>,
     ready: watch::Sender<u64>,
     closed: CancellationToken,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, notes) = connect(&pg).await?;
     let last: i64 = client.query_one(sql::EVENTS_LAST, &[]).await?.get(0);
-    tokio::spawn(run(pg, Some((client, notes)), last, events, ready, closed));
+    tokio::spawn(run(pg, own, Some((client, notes)), last, events, ready, closed));
     Ok(())
 }
 
@@ -60,6 +99,7 @@ async fn connect(pg: &Connector) -> Result<(tokio_postgres::Client, Notes), toki
 
 async fn run(
     pg: Connector,
+    own: Arc<OwnRows>,
     mut connected: Option<(tokio_postgres::Client, Notes)>,
     mut last: i64,
     events: Arc<EventBus>,
@@ -79,7 +119,7 @@ async fn run(
                     Ok((client, notes)) => {
                         // Read what was committed while we were away.
                         if let Ok(rows) = client.query(sql::EVENTS_AFTER, &[&last]).await {
-                            let caught: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                            let caught = rows.iter().map(|r| (r.get(0), parse(r.get(0), r.get(1)))).collect();
                             last = publish(&events, &ready, caught, last);
                         }
                         tracing::info!("event listener reconnected");
@@ -115,19 +155,23 @@ async fn run(
             {
                 seqs.extend(parse_seqs(&more));
             }
-            match client.query(sql::EVENTS_BY_SEQ, &[&seqs]).await {
-                Ok(rows) => {
-                    let mut by_seq: std::collections::HashMap<i64, String> =
-                        rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
-                    let ordered: Vec<(i64, String)> =
-                        seqs.iter().filter_map(|seq| by_seq.remove(seq).map(|text| (*seq, text))).collect();
-                    last = publish(&events, &ready, ordered, last);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %describe(&err), "event listener cannot read events; reconnecting");
-                    break;
+            // This node's own rows are at hand; only the others' are read.
+            let mut by_seq: std::collections::HashMap<i64, Vec<StoredEvent>> =
+                seqs.iter().filter_map(|&seq| own.take(seq).map(|events| (seq, events))).collect();
+            let missing: Vec<i64> = seqs.iter().copied().filter(|seq| !by_seq.contains_key(seq)).collect();
+            if !missing.is_empty() {
+                match client.query(sql::EVENTS_BY_SEQ, &[&missing]).await {
+                    Ok(rows) => {
+                        by_seq.extend(rows.iter().map(|r| (r.get::<_, i64>(0), parse(r.get(0), r.get(1)))));
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %describe(&err), "event listener cannot read events; reconnecting");
+                        break;
+                    }
                 }
             }
+            let ordered = seqs.iter().filter_map(|seq| by_seq.remove(seq).map(|events| (*seq, events))).collect();
+            last = publish(&events, &ready, ordered, last);
         }
         drop(client);
     }
@@ -138,16 +182,20 @@ fn parse_seqs(payload: &str) -> Vec<i64> {
     payload.split(',').filter_map(|s| s.trim().parse().ok()).collect()
 }
 
+/// The events of a row read from the database (none if it cannot be read, which is logged).
+fn parse(seq: i64, text: &str) -> Vec<StoredEvent> {
+    serde_json::from_str(text).unwrap_or_else(|_| {
+        tracing::error!(seq, "unreadable events row; skipped");
+        Vec::new()
+    })
+}
+
 /// Publishes rows of events in the order given; returns the highest `seq` seen.
-fn publish(events: &EventBus, ready: &watch::Sender<u64>, rows: Vec<(i64, String)>, mut last: i64) -> i64 {
+fn publish(events: &EventBus, ready: &watch::Sender<u64>, rows: Vec<(i64, Vec<StoredEvent>)>, mut last: i64) -> i64 {
     let mut woke = false;
     let mut batch = Vec::new();
-    for (seq, text) in rows {
+    for (seq, stored) in rows {
         last = last.max(seq);
-        let Ok(stored) = serde_json::from_str::<Vec<StoredEvent>>(&text) else {
-            tracing::error!(seq, "unreadable events row; skipped");
-            continue;
-        };
         for (i, event) in stored.into_iter().enumerate() {
             let number = ((seq.max(0) as u64) << EVENT_BITS) | i as u64;
             if let Some(event) = event.into_event(number) {

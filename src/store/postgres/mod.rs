@@ -157,6 +157,8 @@ pub struct Shared {
     counters: Mutex<HashMap<String, QueueCounters>>,
     /// Tells the other nodes (and this one) which events rows were committed.
     notify: tokio::sync::mpsc::UnboundedSender<i64>,
+    /// This node's committed events rows, for its own listener.
+    own: Arc<listener::OwnRows>,
     /// The block of unique numbers this node uses next: `(next, end)`.
     ids: tokio::sync::Mutex<(i64, i64)>,
     /// Policies of queues this node saw recently, so a single enqueue to a known queue can
@@ -439,7 +441,8 @@ impl PgStore {
         drop(client);
         let (ready_tx, ready) = watch::channel(0u64);
         let closed = CancellationToken::new();
-        listener::start(pg.clone(), Arc::clone(&events), ready_tx, closed.clone())
+        let own = Arc::new(listener::OwnRows::default());
+        listener::start(pg.clone(), Arc::clone(&own), Arc::clone(&events), ready_tx, closed.clone())
             .await
             .map_err(|e| PgOpenError::Connect(describe(&e)))?;
         let notify = notifier::start(pg.clone(), closed.clone());
@@ -448,6 +451,7 @@ impl PgStore {
             clock,
             counters: Mutex::new(HashMap::new()),
             notify,
+            own,
             ids: tokio::sync::Mutex::new((0, 0)),
             queues: Mutex::new(HashMap::new()),
         });
@@ -507,21 +511,23 @@ impl Shared {
     /// Writes the transaction's events (one row), commits, then has the row announced and
     /// counts what happened.
     async fn commit(&self, tx: deadpool_postgres::Transaction<'_>, changes: Changes) -> StoreResult<()> {
-        let mut seq = None;
+        let mut row = None;
         if !changes.events.is_empty() {
             let text = serde_json::to_string(&changes.events)
                 .map_err(|e| StoreError::Unavailable(format!("cannot encode events: {e}")))?;
-            let row = db!(tx.query_one(&prep!(tx, sql::EVENTS_INSERT), &[&self.now().as_millis(), &text]));
-            seq = Some(row.get::<_, i64>(0));
+            let inserted = db!(tx.query_one(&prep!(tx, sql::EVENTS_INSERT), &[&self.now().as_millis(), &text]));
+            row = Some((inserted.get::<_, i64>(0), text.len()));
         }
         db!(tx.commit());
-        self.committed(seq, changes.counted);
+        self.committed(row.map(|(seq, bytes)| (seq, changes.events, bytes)), changes.counted);
         Ok(())
     }
 
-    /// After a commit: has its events row announced and counts what happened.
-    fn committed(&self, seq: Option<i64>, counted: Vec<(String, Count, u64)>) {
-        if let Some(seq) = seq {
+    /// After a commit: has its events row (`seq`, events, about how many bytes) announced,
+    /// and counts what happened.
+    fn committed(&self, row: Option<(i64, Vec<StoredEvent>, usize)>, counted: Vec<(String, Count, u64)>) {
+        if let Some((seq, events, bytes)) = row {
+            self.own.keep(seq, events, bytes);
             // Only a node that is shutting down has no notifier left.
             let _ = self.notify.send(seq);
         }
@@ -1935,5 +1941,48 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         store.close().await;
+    }
+
+    /// A node publishes its own committed events from memory and the others' as read from the
+    /// database: both must give every node the same events, with the same numbers.
+    #[tokio::test]
+    async fn every_node_sees_the_same_events_whichever_node_wrote_them() {
+        let url = wharf_testkit::postgres::server().fresh_database().await;
+        let clock = ManualClock::new(START);
+        let (mut stores, mut buses) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let events = Arc::new(EventBus::numbered(RingLimits::default()));
+            let store = PgStore::open(PgConfig::new(url.clone()), Arc::new(clock.clone()), Arc::clone(&events));
+            stores.push(store.await.unwrap());
+            buses.push(events);
+        }
+        let mut subscriptions: Vec<_> = buses.iter().map(|bus| bus.subscribe(|_| false).1).collect();
+        let (a, b) = (&stores[0], &stores[1]);
+        // Single enqueues (the first creates the queue, the next are gathered), a batch, a
+        // lease and a completion, from both nodes.
+        for store in [a, b, a, b] {
+            store.job_insert(job("q")).await.unwrap();
+        }
+        b.job_insert_batch((0..3).map(|_| job("q")).collect()).await.unwrap();
+        let leased = a.job_lease(ask("w", 2)).await.unwrap();
+        for j in &leased {
+            let params = crate::store::JobCompleteParams { id: j.id, lease_token: j.lease_token, result: None };
+            b.job_complete(params).await.unwrap();
+        }
+        let expected = 4 + 3 + 2 + 2;
+        let mut seen: Vec<Vec<crate::events::JobEvent>> = vec![Vec::new(), Vec::new()];
+        for (subscription, seen) in subscriptions.iter_mut().zip(&mut seen) {
+            while seen.len() < expected {
+                let event = tokio::time::timeout(Duration::from_secs(10), subscription.next(|_| true))
+                    .await
+                    .expect("every event reaches every node")
+                    .unwrap();
+                seen.push((*event).clone());
+            }
+        }
+        assert_eq!(seen[0], seen[1]);
+        for store in stores {
+            store.close().await;
+        }
     }
 }
