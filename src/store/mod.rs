@@ -27,6 +27,7 @@ use crate::core::{
 };
 use crate::metrics::MetricsSnapshot;
 
+mod columns;
 pub mod postgres;
 pub mod sqlite;
 

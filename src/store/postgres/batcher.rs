@@ -16,11 +16,10 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Changes, Shared, StoredEvent, compose, db_error, sql};
+use super::{Changes, Shared, compose, db_error, sql};
 use crate::core::state;
 use crate::core::{JobId, NewJob, Timestamp};
-use crate::events::EventKind;
-use crate::store::{Inserted, JobSummary, StoreError, StoreResult};
+use crate::store::{Inserted, StoreError, StoreResult};
 
 /// One enqueue waiting for a transaction; `None` sends its caller the full path.
 #[derive(Debug)]
@@ -111,7 +110,7 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
     let max_attempts: Vec<Option<i32>> = jobs.iter().map(|j| j.max_attempts.map(|n| n as i32)).collect();
     let timeouts: Vec<Option<i64>> = jobs.iter().map(|j| j.timeout_ms.map(|ms| ms as i64)).collect();
     let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
-    let metadata: Vec<Option<String>> = jobs.iter().map(|j| super::metadata_to(&j.metadata)).collect();
+    let metadata: Vec<Option<String>> = jobs.iter().map(|j| crate::store::columns::metadata_to(&j.metadata)).collect();
     // One statement outside a transaction block: it commits by itself, jobs and events alike.
     let statement = client.prepare_cached(sql::JOBS_INSERT_PLAIN_WITH_EVENTS).await.map_err(|e| db_error(&e))?;
     let inserted = client
@@ -144,30 +143,11 @@ async fn insert(shared: &Shared, batch: &[Pending]) -> StoreResult<Option<Vec<Op
             out.push(None);
             continue;
         }
-        let id = JobId::from_raw(ids[i]);
-        let run_at = Timestamp::from_millis(run_ats[i]);
-        let state = state::waiting_state(run_at, now);
-        // The same events the statement stored, for this node's own listener.
-        let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
-        event.run_at = Some(run_at.as_millis());
+        // The same event the statement stored, for this node's own listener.
+        let (event, inserted) = super::fresh_job(JobId::from_raw(ids[i]), job, Timestamp::from_millis(run_ats[i]), now);
         changes.events.push(event);
         changes.count(job.queue.as_str(), |c, n| c.enqueued += n, 1);
-        out.push(Some(Inserted {
-            job: JobSummary {
-                id,
-                queue: job.queue.clone(),
-                kind: job.kind.clone(),
-                state,
-                priority: job.priority,
-                run_at,
-                attempt: 0,
-                max_attempts: job.max_attempts,
-                idempotency_key: None,
-                created_at: now,
-                finished_at: None,
-            },
-            created: true,
-        }));
+        out.push(Some(inserted));
     }
     // As the statement orders them.
     changes.events.sort_by_key(|event| event.job);

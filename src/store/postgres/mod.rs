@@ -44,7 +44,7 @@ mod notifier;
 mod sql;
 mod vacuum;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,11 +63,11 @@ use connect::describe;
 use crate::core::backoff::Backoff;
 use crate::core::state::{self, AfterFailure, CancelEffect, FailedAttempt, Reason};
 use crate::core::{
-    AttemptError, Clock, Invalid, Job, JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicy, QueuePolicyPatch,
-    Timestamp,
+    Clock, Invalid, Job, JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicy, QueuePolicyPatch, Timestamp,
 };
 use crate::events::{EventBus, EventKind, JobEvent};
 use crate::metrics::{MetricsSnapshot, QueueCounters, QueueMetrics, StoreMetrics};
+use crate::store::columns::{errors_from, metadata_from, metadata_to};
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, Leadership, LeaseHeartbeatParams, LeasedJob,
@@ -344,30 +344,29 @@ fn policy(row: &tokio_postgres::Row) -> QueuePolicy {
     }
 }
 
+/// A job just inserted: its `created` event and what its enqueue answers.
+fn fresh_job(id: JobId, job: &NewJob, run_at: Timestamp, now: Timestamp) -> (StoredEvent, Inserted) {
+    let state = state::waiting_state(run_at, now);
+    let mut event = StoredEvent::new(id, job.queue.as_str(), 1, EventKind::Created, state, 0, now);
+    event.run_at = Some(run_at.as_millis());
+    let summary = JobSummary {
+        id,
+        queue: job.queue.clone(),
+        kind: job.kind.clone(),
+        state,
+        priority: job.priority,
+        run_at,
+        attempt: 0,
+        max_attempts: job.max_attempts,
+        idempotency_key: job.idempotency_key.clone(),
+        created_at: now,
+        finished_at: None,
+    };
+    (event, Inserted { job: summary, created: true })
+}
+
 fn secret_bytes(token: LeaseToken) -> Option<Vec<u8>> {
     (token.secret() != 0).then(|| token.secret().to_be_bytes().to_vec())
-}
-
-fn metadata_to(metadata: &BTreeMap<String, String>) -> Option<String> {
-    if metadata.is_empty() { None } else { serde_json::to_string(metadata).ok() }
-}
-
-fn metadata_from(text: Option<String>) -> BTreeMap<String, String> {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-}
-
-fn errors_from(text: Option<String>) -> Vec<AttemptError> {
-    #[derive(Deserialize)]
-    struct Entry {
-        at: i64,
-        attempt: u32,
-        message: String,
-    }
-    let entries: Vec<Entry> = text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|e| AttemptError { at: Timestamp::from_millis(e.at), attempt: e.attempt, message: e.message })
-        .collect()
 }
 
 /// How an attempt failed.
@@ -722,27 +721,9 @@ impl PgStore {
                 }
                 continue;
             }
-            let run_at = Timestamp::from_millis(run_ats[i]);
-            let state = state::waiting_state(run_at, now);
-            let mut event = StoredEvent::new(id, queue.as_str(), 1, EventKind::Created, state, 0, now);
-            event.run_at = Some(run_at.as_millis());
+            let (event, inserted) = fresh_job(id, job, Timestamp::from_millis(run_ats[i]), now);
             changes.events.push(event);
-            out.push(Inserted {
-                job: JobSummary {
-                    id,
-                    queue: job.queue.clone(),
-                    kind: job.kind.clone(),
-                    state,
-                    priority: job.priority,
-                    run_at,
-                    attempt: 0,
-                    max_attempts: job.max_attempts,
-                    idempotency_key: job.idempotency_key.clone(),
-                    created_at: now,
-                    finished_at: None,
-                },
-                created: true,
-            });
+            out.push(inserted);
         }
         changes.count(queue.as_str(), |c, n| c.enqueued += n, created.len() as u64);
         self.commit(tx, changes).await?;
@@ -1876,18 +1857,23 @@ mod tests {
         }
     }
 
+    /// A store on a fresh database, and a plain connection to that database.
+    async fn store_and_client() -> (PgStore, tokio_postgres::Client) {
+        let url = wharf_testkit::postgres::server().fresh_database().await;
+        let events = Arc::new(EventBus::numbered(RingLimits::default()));
+        let store = PgStore::open(PgConfig::new(url.clone()), Arc::new(ManualClock::new(START)), events).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        (store, client)
+    }
+
     /// Statistics taken while a queue held no ready job go stale the moment a burst arrives.
     /// The lease must still walk `jobs_ready` in its order and stop at the first entry, not
     /// read and sort every ready job of the queue. (With a second index on ready jobs, a
     /// 100,000-job burst after an idle spell once got that plan: 60 ms a lease.)
     #[tokio::test]
     async fn the_lease_plan_takes_the_first_ready_entry_even_with_statistics_of_an_idle_queue() {
-        let url = wharf_testkit::postgres::server().fresh_database().await;
-        let clock = Arc::new(ManualClock::new(START));
-        let events = Arc::new(EventBus::numbered(RingLimits::default()));
-        let store = PgStore::open(PgConfig::new(url.clone()), clock, events).await.unwrap();
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
+        let (store, client) = store_and_client().await;
         // The queue's history, 50,000 finished jobs, and statistics taken while none was ready.
         client
             .batch_execute(
@@ -1918,12 +1904,7 @@ mod tests {
     /// the leader's maintenance vacuums them away without waiting for autovacuum's next visit.
     #[tokio::test]
     async fn maintenance_vacuums_the_jobs_table_once_leases_leave_dead_rows() {
-        let url = wharf_testkit::postgres::server().fresh_database().await;
-        let clock = Arc::new(ManualClock::new(START));
-        let events = Arc::new(EventBus::numbered(RingLimits::default()));
-        let store = PgStore::open(PgConfig::new(url.clone()), clock, events).await.unwrap();
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
+        let (store, client) = store_and_client().await;
         let vacuums = async || -> i64 {
             let sql = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'wharf.jobs'::regclass";
             client.query_one(sql, &[]).await.unwrap().get(0)

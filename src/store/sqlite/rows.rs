@@ -1,11 +1,10 @@
 //! Reading rows back into core types.
 
-use std::collections::BTreeMap;
-
 use rusqlite::Row;
 
-use crate::core::{AttemptError, Job, JobId, JobState, LeaseToken, QueueName, Timestamp};
+use crate::core::{Job, JobId, JobState, LeaseToken, QueueName, Timestamp};
 use crate::store::JobSummary;
+pub(super) use crate::store::columns::{errors_from, metadata_from, metadata_to};
 
 /// A column held a value the schema does not allow: only reachable through a corrupt file or
 /// another program writing to it.
@@ -69,28 +68,6 @@ pub(super) fn token(row: &Row<'_>) -> rusqlite::Result<crate::store::TokenRecord
         hash: hash.try_into().map_err(|_| corrupt(5, "token hash"))?,
         created_at: ts(row, 6)?,
     })
-}
-
-pub(super) fn metadata_from(text: Option<String>) -> BTreeMap<String, String> {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-}
-
-pub(super) fn metadata_to(metadata: &BTreeMap<String, String>) -> Option<String> {
-    if metadata.is_empty() { None } else { serde_json::to_string(metadata).ok() }
-}
-
-fn errors_from(text: Option<String>) -> Vec<AttemptError> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        at: i64,
-        attempt: u32,
-        message: String,
-    }
-    let entries: Vec<Entry> = text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|e| AttemptError { at: Timestamp::from_millis(e.at), attempt: e.attempt, message: e.message })
-        .collect()
 }
 
 /// A row of `summary_columns!()`.
