@@ -55,6 +55,8 @@ macro_rules! store_conformance_suite {
             enqueue_then_get_returns_the_job,
             idempotent_enqueue_returns_the_first_job,
             lease_order_is_priority_then_fifo,
+            a_lease_takes_the_best_across_queues_within_its_bytes,
+            a_lease_from_limited_queues_takes_the_best_within_its_bytes,
             a_job_is_leased_to_one_worker_at_a_time,
             stale_tokens_are_refused_and_change_nothing,
             a_token_with_the_wrong_secret_is_refused_and_changes_nothing,
@@ -226,6 +228,45 @@ pub async fn lease_order_is_priority_then_fifo(h: &Harness) {
     let negative = enqueue(h, negative).await;
     let order: Vec<JobId> = lease(h, "q", 10).await.iter().map(|j| j.id).collect();
     assert_eq!(order, vec![high, low_old, low_new, negative]);
+}
+
+pub async fn a_lease_takes_the_best_across_queues_within_its_bytes(h: &Harness) {
+    lease_the_best_within_bytes(h).await;
+}
+
+/// The same with a concurrency limit on each queue (a store may lease limited queues another way).
+pub async fn a_lease_from_limited_queues_takes_the_best_within_its_bytes(h: &Harness) {
+    for queue in ["a", "b"] {
+        set_policy(h, queue, QueuePolicyPatch { concurrency: Some(Some(100)), ..Default::default() }).await;
+    }
+    lease_the_best_within_bytes(h).await;
+}
+
+async fn lease_the_best_within_bytes(h: &Harness) {
+    let mut big = job("a", "big");
+    big.payload = format!(r#"{{"blob":"{}"}}"#, "x".repeat(1_000));
+    let big = enqueue(h, big).await;
+    h.clock.advance(Duration::from_millis(1));
+    let mut urgent = job("b", "urgent");
+    urgent.priority = 5;
+    let urgent = enqueue(h, urgent).await;
+    let small = enqueue(h, job("b", "small")).await;
+    let lease_ms = 7_000;
+    let ask = |max_bytes| JobLeaseParams {
+        queues: vec![q("a"), q("b")],
+        max_bytes,
+        lease_ms: Some(lease_ms),
+        ..lease_params("a", 10)
+    };
+    let mut taken = Vec::new();
+    // Best first across the queues; the job whose payload reaches the bound is the last one
+    // (`{"n":1}` is 7 bytes), and the first always goes, however large.
+    for max_bytes in [7, 8, usize::MAX] {
+        let jobs = h.store.job_lease(ask(max_bytes)).await.expect("lease");
+        assert!(jobs.iter().all(|j| j.attempt == 1 && j.lease_expires_at == h.clock.now().plus_millis(lease_ms)));
+        taken.push(jobs.iter().map(|j| j.id).collect::<Vec<_>>());
+    }
+    assert_eq!(taken, vec![vec![urgent], vec![big], vec![small]]);
 }
 
 pub async fn a_job_is_leased_to_one_worker_at_a_time(h: &Harness) {

@@ -2,10 +2,10 @@
 //!
 //! A transaction per enqueue spends a commit (and its fsync) and a handful of round trips on
 //! each job; under load, most of a node's enqueues are plain (no idempotency key, a queue this
-//! node knows, no waiting limit), and nothing stops them sharing one. A few flushers each take
-//! every enqueue waiting and writes them, with their events, in one statement that commits by
-//! itself: one round trip to the database for the lot. While one commits, the next gathers;
-//! when the node is idle, a lone enqueue goes at once.
+//! node knows, no waiting limit), and nothing stops them sharing one. A flusher takes every
+//! enqueue waiting and writes them, with their events, in one statement that commits by
+//! itself: one round trip to the database for the lot. While it commits, the next lot
+//! gathers; when the node is idle, a lone enqueue goes at once.
 //!
 //! An answer still means the job is committed. If the statement fails, every enqueue in it
 //! gets the error (nothing of it was written). A job whose queue was deleted meanwhile comes
@@ -28,12 +28,15 @@ pub(super) struct Pending {
     pub reply: oneshot::Sender<StoreResult<Option<Inserted>>>,
 }
 
-/// Transactions that may be in flight at once.
-const FLUSHERS: usize = 4;
+/// Statements that may be in flight at once. One: the enqueues that arrive while it commits
+/// gather for the next, so under load each statement carries many jobs, and the database's
+/// cost per statement (planning, executor start, commit) is shared by more of them. Measured
+/// with 32 enqueues in flight, one flusher took 40 % more per second than four.
+const FLUSHERS: usize = 1;
 /// Most enqueues in one transaction.
 const MOST: usize = 1_000;
 /// About what one `created` event takes as text.
-const EVENT_BYTES: usize = 160;
+pub(super) const EVENT_BYTES: usize = 160;
 
 pub(super) fn start(shared: Arc<Shared>, closed: CancellationToken) -> mpsc::UnboundedSender<Pending> {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -184,8 +184,8 @@ fn parse_seqs(payload: &str) -> Vec<i64> {
 
 /// The events of a row read from the database (none if it cannot be read, which is logged).
 fn parse(seq: i64, text: &str) -> Vec<StoredEvent> {
-    serde_json::from_str(text).unwrap_or_else(|_| {
-        tracing::error!(seq, "unreadable events row; skipped");
+    StoredEvent::parse_row(text).unwrap_or_else(|error| {
+        tracing::error!(seq, %error, "unreadable events row; skipped");
         Vec::new()
     })
 }

@@ -44,7 +44,7 @@ mod notifier;
 mod sql;
 mod vacuum;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,7 +189,8 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// One event as stored in `wharf.events` (a JSON array per transaction).
+/// One event as stored in `wharf.events`: a row holds a JSON array of them (written by a node)
+/// or their [`StoredColumns`] (built by a statement in the database).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredEvent {
     job: i64,
@@ -255,6 +256,71 @@ impl StoredEvent {
             run_at: self.run_at.map(Timestamp::from_millis),
             superseded: false,
         })
+    }
+}
+
+/// The events of one statement as the database builds them itself: one array per field (far
+/// cheaper for it than an object per event), a field that all share given once.
+#[derive(Debug, Deserialize)]
+struct StoredColumns {
+    kind: u8,
+    at: i64,
+    job: Vec<i64>,
+    queue: Vec<String>,
+    version: OneOrEach<u64>,
+    state: OneOrEach<String>,
+    attempt: OneOrEach<u32>,
+    #[serde(default)]
+    data: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    run_at: Option<Vec<i64>>,
+}
+
+/// A field of [`StoredColumns`]: the same for every event, or one per event.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrEach<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> OneOrEach<T> {
+    fn at(&self, i: usize) -> Option<T> {
+        match self {
+            OneOrEach::One(value) => Some(value.clone()),
+            OneOrEach::Each(values) => values.get(i).cloned(),
+        }
+    }
+}
+
+impl StoredEvent {
+    /// The events of a `wharf.events` row: a JSON array of events, or [`StoredColumns`].
+    fn parse_row(text: &str) -> Result<Vec<StoredEvent>, String> {
+        if !text.trim_start().starts_with('{') {
+            return serde_json::from_str(text).map_err(|e| e.to_string());
+        }
+        let columns: StoredColumns = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let each = |i: usize| -> Option<StoredEvent> {
+            Some(StoredEvent {
+                job: *columns.job.get(i)?,
+                queue: columns.queue.get(i)?.clone(),
+                version: columns.version.at(i)?,
+                kind: columns.kind,
+                state: columns.state.at(i)?,
+                attempt: columns.attempt.at(i)?,
+                at: columns.at,
+                data: match &columns.data {
+                    Some(data) => data.get(i)?.clone(),
+                    None => None,
+                },
+                error: None,
+                run_at: match &columns.run_at {
+                    Some(run_at) => Some(*run_at.get(i)?),
+                    None => None,
+                },
+            })
+        };
+        (0..columns.job.len()).map(|i| each(i).ok_or_else(|| format!("event {i} lacks a field"))).collect()
     }
 }
 
@@ -703,7 +769,7 @@ impl PgStore {
                 ],
             )
             .await;
-        let created: std::collections::HashSet<i64> = match inserted {
+        let created: HashSet<i64> = match inserted {
             Ok(rows) => rows.iter().map(|r| r.get::<_, i64>(0)).collect(),
             Err(err) if err.as_db_error().is_some_and(|e| e.constraint() == Some("jobs_pkey")) => return Ok(None),
             Err(err) => return Err(db_error(&err)),
@@ -732,6 +798,9 @@ impl PgStore {
 
     /// One try at leasing: what is ready now, within the queues' limits.
     async fn lease_once(&self, params: &JobLeaseParams) -> StoreResult<Vec<LeasedJob>> {
+        if let Some(leased) = self.lease_unlimited(params).await? {
+            return Ok(leased);
+        }
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
         let now = self.now();
@@ -741,6 +810,9 @@ impl PgStore {
             .iter()
             .map(|r| (r.get::<_, String>(0), policy(r)))
             .collect();
+        for (name, policy) in &policies {
+            self.remember_policy(name, Some(policy));
+        }
         let mut room: HashMap<String, u64> =
             policies.iter().filter(|(_, p)| !p.paused).map(|(q, _)| (q.clone(), u64::MAX)).collect();
         let mut buckets: HashMap<String, (f64, f64)> = HashMap::new();
@@ -784,14 +856,16 @@ impl PgStore {
         }
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         candidates.truncate(params.max as usize);
-        // An answer is bounded by its payloads' bytes (the first job always goes).
+        // An answer is bounded by its payloads' bytes: the job that reaches the bound is the
+        // last (the first always goes).
         let mut bytes = 0usize;
         let fits = candidates
             .iter()
-            .take_while(|c| {
-                let first = bytes == 0;
+            .enumerate()
+            .take_while(|(i, c)| {
+                let take = *i == 0 || bytes < params.max_bytes;
                 bytes += c.4.max(0) as usize;
-                first || bytes <= params.max_bytes
+                take
             })
             .count();
         candidates.truncate(fits.max(1));
@@ -882,6 +956,95 @@ impl PgStore {
         drop(client);
         self.worker_seen(params, now).await;
         Ok(leased)
+    }
+
+    /// A lease in one self-committing statement, when this node saw lately that none of the
+    /// queues asked has a concurrency or rate limit (most leases); `None` sends the caller the
+    /// full path, which reads the policies (and remembers them for next time).
+    async fn lease_unlimited(&self, params: &JobLeaseParams) -> StoreResult<Option<Vec<LeasedJob>>> {
+        let mut policies = HashMap::with_capacity(params.queues.len());
+        for queue in &params.queues {
+            match self.cached_policy(queue.as_str()) {
+                Some(policy) if policy.concurrency.is_none() && policy.rate.is_none() => {
+                    policies.insert(queue.as_str().to_owned(), policy);
+                }
+                _ => return Ok(None),
+            }
+        }
+        let client = self.client().await?;
+        let now = self.now();
+        let max = params.max.max(1) as usize;
+        // A token for each job the statement may take; the unused ones are never seen.
+        let numbers = self.unique_numbers(&client, max).await?;
+        let seqs: Vec<i64> = numbers.iter().map(|&n| compose(now, n)).collect();
+        let secrets: Vec<u128> = {
+            let mut rng = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+            (0..max).map(|_| rng.random::<u128>().max(1)).collect()
+        };
+        let secret_bytes: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_be_bytes().to_vec()).collect();
+        let names: Vec<&str> = params.queues.iter().map(QueueName::as_str).collect();
+        let transition = state::lease();
+        let rows = db!(client.query(
+            &prep!(client, sql::JOBS_LEASE_UNLIMITED_WITH_EVENTS),
+            &[
+                &names,
+                &(max as i64),
+                &(params.max_bytes.min(i64::MAX as usize) as i64),
+                &seqs,
+                &secret_bytes,
+                &(transition.attempt_after(0) as i32),
+                &params.lease_ms.map(|ms| ms as i64),
+                &now.as_millis(),
+                &params.worker_id,
+            ]
+        ));
+        drop(client);
+        let mut changes = Changes::default();
+        let mut leased = Vec::with_capacity(rows.len());
+        let mut seq = None;
+        for row in rows {
+            let id: i64 = row.get(0);
+            let queue: String = row.get(1);
+            let attempt = row.get::<_, i32>(4).max(0) as u32;
+            let ready_at: i64 = row.get(9);
+            let n = row.get::<_, i64>(11).max(1) as usize - 1;
+            let lease_ms = row.get::<_, i64>(12).max(0) as u64;
+            seq = row.get::<_, Option<i64>>(13);
+            let (Some(&lease_seq), Some(&secret)) = (seqs.get(n), secrets.get(n)) else {
+                return Err(StoreError::Inconsistent(format!("job {id}: leased under no token of ours")));
+            };
+            changes.events.push(StoredEvent::new(
+                JobId::from_raw(id),
+                &queue,
+                row.get(10),
+                EventKind::State,
+                transition.to,
+                attempt,
+                now,
+            ));
+            changes.count(&queue, |c, n| c.started += n, 1);
+            changes.count(&queue, |c, n| c.wait.observe_ms(n), now.millis_since(Timestamp::from_millis(ready_at)));
+            leased.push(LeasedJob {
+                id: JobId::from_raw(id),
+                queue: queue_name(&queue)?,
+                kind: row.get(2),
+                payload: row.get(3),
+                attempt,
+                max_attempts: row
+                    .get::<_, Option<i32>>(5)
+                    .map(|n| n.max(1) as u32)
+                    .unwrap_or_else(|| policies.get(&queue).map_or(3, |p| p.max_attempts)),
+                priority: row.get(6),
+                lease_token: LeaseToken::from_parts(lease_seq, secret),
+                lease_expires_at: now.plus_millis(lease_ms),
+                timeout_ms: row.get::<_, Option<i64>>(7).map(|v| v.max(0) as u64),
+                metadata: metadata_from(row.get(8)),
+            });
+        }
+        let bytes = changes.events.len() * batcher::EVENT_BYTES;
+        self.committed(seq.map(|seq| (seq, changes.events, bytes)), changes.counted);
+        self.worker_seen(params, now).await;
+        Ok(Some(leased))
     }
 
     /// Records a worker's visit, at most once a second per worker from this node.
@@ -1018,33 +1181,80 @@ impl PgStore {
         let secrets: Vec<Option<Vec<u8>>> = items.iter().map(|c| secret_bytes(c.lease_token)).collect();
         let results: Vec<Option<String>> = items.iter().map(|c| c.result.clone()).collect();
         let rows = db!(tx.query(&prep!(tx, sql::JOBS_COMPLETE), &[&ids, &seqs, &secrets, &results, &now.as_millis()]));
-        let transition = state::complete();
-        let mut done: HashMap<i64, ()> = HashMap::new();
-        for row in rows {
-            let id: i64 = row.get(0);
-            let queue: String = row.get(1);
-            let attempt = row.get::<_, i32>(2).max(0) as u32;
-            let version: i64 = row.get(3);
-            let started: Option<i64> = row.get(4);
-            let mut event =
-                StoredEvent::new(JobId::from_raw(id), &queue, version, EventKind::State, transition.to, attempt, now);
-            event.data = row.get(5);
-            changes.events.push(event);
-            changes.count(&queue, |c, n| c.succeeded += n, 1);
-            if let Some(started) = started {
-                changes.count(&queue, |c, n| c.run.observe_ms(n), now.millis_since(Timestamp::from_millis(started)));
-            }
-            done.insert(id, ());
+        let done: HashSet<i64> = rows.iter().map(|row| Self::completed(row, now, changes)).collect();
+        Ok(Self::settle_completions(tx, items, done).await)
+    }
+
+    /// Completions alone (no failures with them), in one statement that commits by itself:
+    /// one round trip. The stale ones changed nothing and get their errors after.
+    async fn complete_alone(&self, items: &[JobCompleteParams]) -> StoreResult<Vec<StoreResult<Settled>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
+        let client = self.client().await?;
+        let now = self.now();
+        let ids: Vec<i64> = items.iter().map(|c| c.id.raw()).collect();
+        let seqs: Vec<i64> = items.iter().map(|c| c.lease_token.raw()).collect();
+        let secrets: Vec<Option<Vec<u8>>> = items.iter().map(|c| secret_bytes(c.lease_token)).collect();
+        let results: Vec<Option<&str>> = items.iter().map(|c| c.result.as_deref()).collect();
+        let rows = db!(client.query(
+            &prep!(client, sql::JOBS_COMPLETE_WITH_EVENTS),
+            &[&ids, &seqs, &secrets, &results, &now.as_millis()]
+        ));
+        let mut changes = Changes::default();
+        let mut seq = None;
+        let mut bytes = 0;
+        let mut done = HashSet::with_capacity(rows.len());
+        for row in &rows {
+            done.insert(Self::completed(row, now, &mut changes));
+            bytes += batcher::EVENT_BYTES + row.get::<_, Option<&str>>(5).map_or(0, str::len);
+            seq = row.get::<_, Option<i64>>(6);
+        }
+        // As the statement orders them.
+        changes.events.sort_by_key(|event| event.job);
+        self.committed(seq.map(|seq| (seq, changes.events, bytes)), changes.counted);
+        Ok(Self::settle_completions(&client, items, done).await)
+    }
+
+    /// The event and counts of a completed job from its returned row (`id, queue, attempt,
+    /// version, started_at, result`); answers its id.
+    fn completed(row: &tokio_postgres::Row, now: Timestamp, changes: &mut Changes) -> i64 {
+        let id: i64 = row.get(0);
+        let queue: String = row.get(1);
+        let attempt = row.get::<_, i32>(2).max(0) as u32;
+        let mut event = StoredEvent::new(
+            JobId::from_raw(id),
+            &queue,
+            row.get(3),
+            EventKind::State,
+            state::complete().to,
+            attempt,
+            now,
+        );
+        event.data = row.get(5);
+        changes.events.push(event);
+        changes.count(&queue, |c, n| c.succeeded += n, 1);
+        if let Some(started) = row.get::<_, Option<i64>>(4) {
+            changes.count(&queue, |c, n| c.run.observe_ms(n), now.millis_since(Timestamp::from_millis(started)));
+        }
+        id
+    }
+
+    /// Each completion's answer: settled if it was among `done`, else why not.
+    async fn settle_completions<C: deadpool_postgres::GenericClient>(
+        client: &C,
+        items: &[JobCompleteParams],
+        done: HashSet<i64>,
+    ) -> Vec<StoreResult<Settled>> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if done.remove(&item.id.raw()).is_some() {
+            if done.contains(&item.id.raw()) {
                 out.push(Ok(Settled { state: JobState::Succeeded, run_at: None }));
             } else {
-                out.push(Err(Self::fence_error(tx, item.id).await));
+                out.push(Err(Self::fence_error(client, item.id).await));
             }
         }
-        Ok(out)
+        out
     }
 
     /// Promotes due jobs and expires run-out leases: one pass. The leader runs it.
@@ -1313,15 +1523,8 @@ impl Store for PgStore {
     }
 
     async fn job_complete(&self, params: JobCompleteParams) -> StoreResult<Settled> {
-        let mut client = self.client().await?;
-        let tx = db!(client.transaction());
-        let mut changes = Changes::default();
-        let mut results = self.complete_many(&tx, std::slice::from_ref(&params), &mut changes).await?;
-        let result = results.pop().unwrap_or(Err(StoreError::JobNotFound(params.id)));
-        if result.is_ok() {
-            self.commit(tx, changes).await?;
-        }
-        result
+        let mut results = self.complete_alone(std::slice::from_ref(&params)).await?;
+        results.pop().unwrap_or(Err(StoreError::JobNotFound(params.id)))
     }
 
     async fn job_fail(&self, params: JobFailParams) -> StoreResult<Settled> {
@@ -1381,6 +1584,9 @@ impl Store for PgStore {
     }
 
     async fn job_ack(&self, params: JobAckParams) -> StoreResult<Acked> {
+        if params.fail.is_empty() {
+            return Ok(Acked { complete: self.complete_alone(&params.complete).await?, fail: Vec::new() });
+        }
         let mut client = self.client().await?;
         let tx = db!(client.transaction());
         let mut changes = Changes::default();
@@ -1740,6 +1946,30 @@ mod tests {
 
     store_conformance_suite!(harness);
 
+    #[test]
+    fn an_events_row_reads_as_objects_or_as_columns_and_a_short_column_is_refused() {
+        use super::StoredEvent;
+        let objects = r#"[{"job":1,"queue":"q","version":2,"kind":1,"state":"running","attempt":1,"at":9}]"#;
+        let columns = r#"{"kind":1,"at":9,"state":"running","job":[1,2],"queue":["q","r"],"version":[2,5],
+            "attempt":[1,3],"data":[null,"{}"]}"#;
+        let read = |text: &str| -> Vec<String> {
+            StoredEvent::parse_row(text).unwrap().iter().map(|e| serde_json::to_string(e).unwrap()).collect()
+        };
+        assert_eq!(
+            read(objects),
+            vec![r#"{"job":1,"queue":"q","version":2,"kind":1,"state":"running","attempt":1,"at":9}"#]
+        );
+        assert_eq!(
+            read(columns),
+            vec![
+                r#"{"job":1,"queue":"q","version":2,"kind":1,"state":"running","attempt":1,"at":9}"#,
+                r#"{"job":2,"queue":"r","version":5,"kind":1,"state":"running","attempt":3,"at":9,"data":"{}"}"#,
+            ]
+        );
+        let short = r#"{"kind":1,"at":9,"state":"running","job":[1,2],"queue":["q"],"version":1,"attempt":1}"#;
+        assert!(StoredEvent::parse_row(short).is_err());
+    }
+
     use std::collections::HashSet;
     use std::time::Duration;
 
@@ -1940,16 +2170,27 @@ mod tests {
         let mut subscriptions: Vec<_> = buses.iter().map(|bus| bus.subscribe(|_| false).1).collect();
         let (a, b) = (&stores[0], &stores[1]);
         // Single enqueues (the first creates the queue, the next are gathered), a batch, a
-        // lease and a completion, from both nodes.
+        // lease, and completions with and without a result, from both nodes.
         for store in [a, b, a, b] {
             store.job_insert(job("q")).await.unwrap();
         }
         b.job_insert_batch((0..3).map(|_| job("q")).collect()).await.unwrap();
         let leased = a.job_lease(ask("w", 2)).await.unwrap();
-        for j in &leased {
-            let params = crate::store::JobCompleteParams { id: j.id, lease_token: j.lease_token, result: None };
-            b.job_complete(params).await.unwrap();
-        }
+        assert_eq!(leased.len(), 2);
+        let done = |j: &LeasedJob, result: Option<&str>| crate::store::JobCompleteParams {
+            id: j.id,
+            lease_token: j.lease_token,
+            result: result.map(str::to_owned),
+        };
+        b.job_complete(done(&leased[0], None)).await.unwrap();
+        let acked = a
+            .job_ack(crate::store::JobAckParams {
+                complete: vec![done(&leased[1], Some(r#"{"pages":3}"#))],
+                fail: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert!(acked.complete.iter().all(Result::is_ok));
         let expected = 4 + 3 + 2 + 2;
         let mut seen: Vec<Vec<crate::events::JobEvent>> = vec![Vec::new(), Vec::new()];
         for (subscription, seen) in subscriptions.iter_mut().zip(&mut seen) {

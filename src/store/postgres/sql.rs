@@ -92,6 +92,44 @@ pub(super) const JOBS_LEASE: &str = "UPDATE wharf.jobs AS j SET state = 'running
      RETURNING j.id, j.queue, j.kind, j.payload, j.attempt, j.max_attempts, j.priority, j.timeout_ms, \
                j.metadata, j.run_at, j.version";
 
+/// The lease of a worker whose queues have no concurrency or rate limit, with its events, in
+/// one statement: run outside a transaction block, it commits by itself in one round trip.
+/// The best ready jobs of each queue are locked (skipping those another node is taking), the
+/// best `$2` across queues are taken while their payloads stay under `$3` bytes (the one that
+/// reaches it is the last; the first always goes), and
+/// each gets the `n`th (from 1) of the lease sequences `$4` and secrets `$5` made in Rust; `$6` is the
+/// attempt change. A queue that became limited is skipped
+/// here (the caller's full path serves it). Answers the jobs best first, each with the `seq`
+/// of the events row; the events are built as `StoredColumns`.
+pub(super) const JOBS_LEASE_UNLIMITED_WITH_EVENTS: &str = "WITH picked AS ( \
+       SELECT c.ctid AS row_at, c.id, c.priority, c.run_at, q.lease_ms AS policy_lease_ms, c.bytes \
+       FROM wharf.queues q CROSS JOIN LATERAL ( \
+         SELECT j.ctid, j.id, j.priority, j.run_at, octet_length(j.payload) AS bytes FROM wharf.jobs j \
+         WHERE j.queue = q.name AND j.state = 'ready' ORDER BY j.priority DESC, j.run_at, j.id LIMIT $2 \
+         FOR UPDATE SKIP LOCKED) AS c \
+       WHERE q.name = ANY($1) AND NOT q.paused AND q.concurrency IS NULL AND q.rate IS NULL), \
+   ranked AS (SELECT p.*, row_number() OVER w AS n, sum(p.bytes) OVER w AS running FROM picked p \
+       WINDOW w AS (ORDER BY p.priority DESC, p.run_at, p.id)), \
+   chosen AS (SELECT array_agg(row_at ORDER BY n) AS rows, array_agg(policy_lease_ms ORDER BY n) AS lease_mss \
+       FROM ranked WHERE n <= $2 AND (n = 1 OR running - bytes < $3)), \
+   upd AS (UPDATE wharf.jobs AS j SET state = 'running', attempt = j.attempt + $6, \
+       lease_seq = ($4::bigint[])[array_position(c.rows, j.ctid)], \
+       lease_secret = ($5::bytea[])[array_position(c.rows, j.ctid)], \
+       lease_ms = COALESCE($7, c.lease_mss[array_position(c.rows, j.ctid)]), \
+       lease_expires_at = $8 + COALESCE($7, c.lease_mss[array_position(c.rows, j.ctid)]), \
+       worker_id = $9, started_at = $8, version = j.version + 1 \
+     FROM chosen c WHERE j.ctid = ANY(ARRAY(SELECT unnest(rows) FROM chosen)) AND j.state = 'ready' \
+     RETURNING j.id, j.queue, j.kind, j.payload, j.attempt, j.max_attempts, j.priority, j.timeout_ms, \
+               j.metadata, j.run_at, j.version, j.lease_ms, \
+               array_position($4::bigint[], j.lease_seq)::bigint AS n), \
+   ev AS (INSERT INTO wharf.events (at, events) \
+     SELECT $8, json_build_object('kind', 1, 'at', $8, 'state', 'running', 'job', array_agg(id ORDER BY n), \
+            'queue', array_agg(queue ORDER BY n), 'version', array_agg(version ORDER BY n), \
+            'attempt', array_agg(attempt ORDER BY n))::text \
+     FROM upd HAVING count(*) > 0 RETURNING seq) \
+   SELECT id, queue, kind, payload, attempt, max_attempts, priority, timeout_ms, metadata, run_at, version, \
+          n, lease_ms, (SELECT seq FROM ev) FROM upd ORDER BY n";
+
 /// Enqueues jobs of one queue in one statement; a job whose idempotency key another holds is
 /// skipped (not returned), and the caller reads the holder.
 pub(super) const JOBS_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, state, priority, run_at, \
@@ -107,7 +145,7 @@ pub(super) const JOBS_INSERT: &str = "INSERT INTO wharf.jobs (id, queue, kind, s
 /// `created` events, in one statement: the single enqueues a node gathers. Run outside a
 /// transaction block, it commits by itself in one round trip. A job whose queue is gone is
 /// skipped. Answers the ids inserted and the `seq` of the events row (none when nothing was
-/// inserted); the events are built as `StoredEvent` serialises them.
+/// inserted); the events are built as `StoredColumns`.
 pub(super) const JOBS_INSERT_PLAIN_WITH_EVENTS: &str = "WITH ins AS (INSERT INTO wharf.jobs (id, queue, kind, \
        state, priority, run_at, max_attempts, timeout_ms, payload, metadata, created_at) \
      SELECT t.id, t.queue, t.kind, t.state, t.priority, t.run_at, t.max_attempts, t.timeout_ms, t.payload, \
@@ -117,8 +155,9 @@ pub(super) const JOBS_INSERT_PLAIN_WITH_EVENTS: &str = "WITH ins AS (INSERT INTO
           AS t(id, queue, kind, state, priority, run_at, max_attempts, timeout_ms, payload, metadata) \
      WHERE EXISTS (SELECT 1 FROM wharf.queues q WHERE q.name = t.queue) RETURNING id, queue, state, run_at), \
    ev AS (INSERT INTO wharf.events (at, events) \
-     SELECT $11, json_agg(json_build_object('job', id, 'queue', queue, 'version', 1, 'kind', 0, \
-            'state', state, 'attempt', 0, 'at', $11, 'run_at', run_at) ORDER BY id)::text \
+     SELECT $11, json_build_object('kind', 0, 'at', $11, 'version', 1, 'attempt', 0, \
+            'job', array_agg(id ORDER BY id), 'queue', array_agg(queue ORDER BY id), \
+            'state', array_agg(state ORDER BY id), 'run_at', array_agg(run_at ORDER BY id))::text \
      FROM ins HAVING count(*) > 0 RETURNING seq) \
    SELECT (SELECT array_agg(id) FROM ins), (SELECT seq FROM ev)";
 
@@ -162,9 +201,26 @@ pub(super) const JOB_FENCED_FOR_UPDATE: &str = "SELECT j.attempt, COALESCE(j.max
 pub(super) const JOBS_COMPLETE: &str = "UPDATE wharf.jobs AS j SET state = 'succeeded', result = t.result, \
      finished_at = $5, lease_seq = NULL, lease_secret = NULL, lease_expires_at = NULL, version = j.version + 1 \
      FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::text[]) AS t(id, seq, secret, result) \
-     WHERE j.id = t.id AND j.state = 'running' AND j.lease_seq = t.seq \
+     WHERE j.id = ANY($1) AND j.id = t.id AND j.state = 'running' AND j.lease_seq = t.seq \
        AND j.lease_secret IS NOT DISTINCT FROM t.secret \
      RETURNING j.id, j.queue, j.attempt, j.version, j.started_at, j.result";
+
+/// Successful attempts with their events, in one statement that commits by itself: an
+/// acknowledgement of completions only. The rows not
+/// returned were stale; the events row's `seq` comes with each.
+pub(super) const JOBS_COMPLETE_WITH_EVENTS: &str = "WITH upd AS (UPDATE wharf.jobs AS j SET state = 'succeeded', \
+       result = t.result, finished_at = $5, lease_seq = NULL, lease_secret = NULL, lease_expires_at = NULL, \
+       version = j.version + 1 \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::text[]) AS t(id, seq, secret, result) \
+     WHERE j.id = ANY($1) AND j.id = t.id AND j.state = 'running' AND j.lease_seq = t.seq \
+       AND j.lease_secret IS NOT DISTINCT FROM t.secret \
+     RETURNING j.id, j.queue, j.attempt, j.version, j.started_at, j.result), \
+   ev AS (INSERT INTO wharf.events (at, events) \
+     SELECT $5, json_build_object('kind', 1, 'at', $5, 'state', 'succeeded', 'job', array_agg(id ORDER BY id), \
+            'queue', array_agg(queue ORDER BY id), 'version', array_agg(version ORDER BY id), \
+            'attempt', array_agg(attempt ORDER BY id), 'data', array_agg(result ORDER BY id))::text \
+     FROM upd HAVING count(*) > 0 RETURNING seq) \
+   SELECT id, queue, attempt, version, started_at, result, (SELECT seq FROM ev) FROM upd ORDER BY id";
 
 /// A failed attempt (by report or lease expiry) of a locked job: retry, dead or canceled as
 /// decided. The lease is matched again, so a fencing mistake cannot slip through.

@@ -921,7 +921,7 @@ impl Engine {
         let mut room: Vec<u64> = queues.iter().map(|&i| self.mem.queues[i].startable(now)).collect();
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        while out.len() < params.max as usize && bytes < params.max_bytes {
+        while out.len() < params.max as usize && (out.is_empty() || bytes < params.max_bytes) {
             // The best head across the asked queues: highest priority, then oldest.
             let mut best: Option<(usize, ReadyKey)> = None;
             for (pos, &i) in queues.iter().enumerate() {
