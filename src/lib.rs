@@ -35,6 +35,7 @@ pub mod http;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod scaler;
 pub mod server;
 pub mod store;
 pub mod tls;

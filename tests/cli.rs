@@ -217,3 +217,37 @@ async fn bench_large_fills_one_queue_times_leases_and_runs_every_job() {
     assert_eq!(counts["ready"], 0, "{counts}");
     assert_eq!(counts["succeeded"].as_u64(), Some(50 + 3000 + 700), "{counts}");
 }
+
+/// `wharf scale simulate` on each sample trace: every job runs, wharf asks for the workers a
+/// burst needs at once and never stops a busy one, and a bad trace is one line naming its line.
+#[test]
+fn scale_simulate_replays_the_sample_traces() {
+    let traces = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traces");
+    for (name, max) in [("steady", "20"), ("burst", "20"), ("diurnal", "40"), ("idle-then-burst", "20")] {
+        let trace = traces.join(format!("{name}.txt"));
+        let out = std::process::Command::new(wharf_bin())
+            .args(["scale", "simulate", "--json", "--target", "1", "--max", max, "--scale-in-cooldown", "60s"])
+            .arg("--trace")
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let row = |rule: &str| rows.iter().find(|r| r["rule"] == rule).unwrap_or_else(|| panic!("{name}: no {rule}"));
+        let (wharf, oracle) = (row("wharf"), row("oracle"));
+        assert_eq!(wharf["jobs"], oracle["jobs"], "{name}: every job ran");
+        assert_eq!(wharf["scale_out_delay"], 0, "{name}");
+        assert_eq!(wharf["busy_stopped"], 0, "{name}");
+        let ratio = wharf["of_oracle"].as_f64().unwrap();
+        assert!((1.0..1.2).contains(&ratio), "{name}: worker-seconds {ratio}× the oracle's");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "0 1 10\n5 lots 10\n").unwrap();
+    let out =
+        std::process::Command::new(wharf_bin()).args(["scale", "simulate", "--trace"]).arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("line 2") && err.contains("COUNT"), "{err}");
+}

@@ -16,6 +16,7 @@ use crate::store::Durability;
 pub mod bench;
 mod commands;
 mod output;
+pub mod scale;
 
 pub use output::is_broken_pipe;
 pub mod serve;
@@ -79,6 +80,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Measure a running server: enqueue, batch enqueue, end to end, pickup latency.
     Bench(bench::BenchArgs),
+    /// Try a pool's autoscaling: replay an arrival trace in virtual time.
+    #[command(subcommand)]
+    Scale(scale::ScaleCommand),
 }
 
 /// How to reach the server, and how to print.
@@ -420,6 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Progress(args) => worker::progress(args).await.map(|()| 0),
         Command::Result(args) => worker::result(args).await.map(|()| 0),
         Command::Bench(args) => bench::run(args).await.map(|()| 0),
+        Command::Scale(command) => scale::run(command).map(|()| 0),
         Command::Enqueue(args) => commands::enqueue(args).await,
         Command::Job(args) => commands::job(args).await,
         Command::Jobs(args) => commands::jobs(args).await,

@@ -13,6 +13,7 @@ pub mod id;
 pub mod job;
 pub mod lease;
 pub mod queue;
+pub mod scaling;
 pub mod state;
 pub mod time;
 pub mod validate;
