@@ -309,6 +309,11 @@ pub struct LeasedJobView {
     pub lease_token: String,
     /// When the lease runs out unless extended.
     pub lease_expires_at: String,
+    /// Milliseconds from the server's receipt of the lease request until the lease runs out.
+    /// Counted from when it sent the request, on its own clock, a worker errs early by the
+    /// request's trip, never late, whatever the two hosts' wall clocks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
     /// How long this attempt may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -345,6 +350,10 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     /// The new expiry.
     pub lease_expires_at: String,
+    /// Milliseconds from the server's receipt of the heartbeat until the lease runs out (see
+    /// the lease's `lease_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
     /// Stop the handler: the job was canceled.
     pub cancel_requested: bool,
 }

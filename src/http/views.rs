@@ -91,7 +91,9 @@ pub fn job(job: Job) -> JobView {
     }
 }
 
-pub fn leased(job: LeasedJob) -> LeasedJobView {
+/// A leased job, its `lease_ms` counted from `received` (when the request arrived, by the
+/// store's clock).
+pub fn leased(job: LeasedJob, received: Timestamp) -> LeasedJobView {
     LeasedJobView {
         id: job.id.to_string(),
         queue: job.queue.to_string(),
@@ -102,6 +104,7 @@ pub fn leased(job: LeasedJob) -> LeasedJobView {
         priority: job.priority,
         lease_token: job.lease_token.to_string(),
         lease_expires_at: time(job.lease_expires_at),
+        lease_ms: Some(job.lease_expires_at.millis_since(received)),
         timeout_ms: job.timeout_ms,
         metadata: job.metadata,
     }

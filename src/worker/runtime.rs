@@ -200,6 +200,7 @@ impl Worker {
             };
             // Dropping the request on shutdown closes the connection; the server sees the
             // caller gone and hands any job it had just picked back out.
+            let sent = tokio::time::Instant::now();
             let answer = tokio::select! {
                 answer = client.lease(&request) => answer,
                 () = shutdown.drain.cancelled() => break,
@@ -217,6 +218,7 @@ impl Worker {
                             config: config.clone(),
                             status: Arc::clone(&status),
                             stop_all: stop_all.clone(),
+                            sent,
                         };
                         let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
                         jobs.spawn(
@@ -297,6 +299,8 @@ struct Attempt {
     config: WorkerConfig,
     status: Arc<Status>,
     stop_all: CancellationToken,
+    /// When the lease request was sent: the lease's time counts from here.
+    sent: tokio::time::Instant,
 }
 
 /// How long a stopping worker keeps trying to reach a server that does not answer.
@@ -310,7 +314,10 @@ impl Attempt {
         // A lease that ran out before its attempt could start (this worker was paused, say)
         // belongs to nobody now: the server will hand the job out again, so running it here
         // would only duplicate the work.
-        let lease_left = lease_left_ms(&job.lease_expires_at);
+        let now = tokio::time::Instant::now();
+        let lease_left = lease_end(self.sent, job.lease_ms, &job.lease_expires_at, wall_now())
+            .saturating_duration_since(now)
+            .as_millis() as u64;
         if lease_left == 0 {
             tracing::warn!("the lease ran out before the attempt could start; leaving the job to its next lease");
             return;
@@ -336,7 +343,7 @@ impl Attempt {
         // Heartbeat at a third of the lease, so two can be lost before it runs out.
         let beat_every = Duration::from_millis((lease_left / 3).clamp(50, 10_000));
         // Until when an outcome is worth reporting: past it the server has the job back.
-        let mut lease_until = tokio::time::Instant::now() + Duration::from_millis(lease_left);
+        let mut lease_until = now + Duration::from_millis(lease_left);
         let handler = Arc::clone(&self.handler);
         let run = handler.run(ctx.clone());
         tokio::pin!(run);
@@ -485,6 +492,7 @@ impl Attempt {
     async fn beat(&self, ctx: &JobContext, progress: Option<crate::api::Json>) -> Option<tokio::time::Instant> {
         let request = HeartbeatRequest { lease_token: ctx.lease_token.clone(), extend_ms: None, progress };
         let contact = |reached: bool| self.status.contact(reached);
+        let sent = tokio::time::Instant::now();
         // One quick retry only: the next beat is a third of a lease away.
         let beat = tokio::time::timeout(
             Duration::from_secs(5),
@@ -501,7 +509,7 @@ impl Attempt {
                     tracing::info!("the job was canceled; stopping it");
                     ctx.stop_with(StopReason::Canceled);
                 }
-                Some(lease_end(&beat.lease_expires_at))
+                Some(lease_end(sent, beat.lease_ms, &beat.lease_expires_at, wall_now()))
             }
             Ok(Err(why)) => {
                 tracing::warn!(reason = %why, "heartbeat refused: the lease is gone; stopping the attempt");
@@ -516,16 +524,26 @@ impl Attempt {
     }
 }
 
-/// Milliseconds left of a lease ending at `expires_at` (server time; 30 s if unreadable).
-fn lease_left_ms(expires_at: &str) -> u64 {
-    crate::core::Timestamp::parse_rfc3339(expires_at)
-        .map(|at| at.millis_since(crate::core::Clock::now(&crate::core::time::SystemClock)))
-        .unwrap_or(30_000)
+/// When a lease ends on this worker's monotonic clock: `lease_ms` (from the server's receipt of
+/// the request to the lease's end) after the request was `sent`. That errs early by the
+/// request's trip, never late, and needs no wall clock: a host whose clock is off keeps its
+/// leases, and an answer that waited in a paused worker's socket is seen to be stale. Only
+/// from a server that does not send `lease_ms` is the expiry compared with this host's wall
+/// clock `now` (30 s if unreadable).
+fn lease_end(
+    sent: tokio::time::Instant,
+    lease_ms: Option<u64>,
+    expires_at: &str,
+    now: crate::core::Timestamp,
+) -> tokio::time::Instant {
+    let left = lease_ms.unwrap_or_else(|| {
+        crate::core::Timestamp::parse_rfc3339(expires_at).map(|at| at.millis_since(now)).unwrap_or(30_000)
+    });
+    sent + Duration::from_millis(left)
 }
 
-/// When a lease ending at `expires_at` (server time) ends on this worker's monotonic clock.
-fn lease_end(expires_at: &str) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_millis(lease_left_ms(expires_at))
+fn wall_now() -> crate::core::Timestamp {
+    crate::core::Clock::now(&crate::core::time::SystemClock)
 }
 
 /// True when the server refused a report for what it carried, not because the lease is gone.
@@ -540,5 +558,28 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::lease_end;
+    use crate::core::Timestamp;
+
+    #[tokio::test]
+    async fn a_lease_is_timed_by_this_host_whatever_its_wall_clock_says() {
+        let sent = tokio::time::Instant::now();
+        let expires_at = "2026-01-01T00:00:30Z";
+        let server_now = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        // This host's clock runs ten minutes ahead of the server's: by its wall clock the
+        // lease ran out long ago, but the server said 30 s were left from the request.
+        let ahead = server_now.plus_millis(600_000);
+        assert_eq!(lease_end(sent, Some(30_000), expires_at, ahead), sent + Duration::from_secs(30));
+        // Without `lease_ms` (an older server) only the wall clocks can be compared.
+        assert_eq!(lease_end(sent, None, expires_at, server_now), sent + Duration::from_secs(30));
+        assert_eq!(lease_end(sent, None, expires_at, ahead), sent);
+        assert_eq!(lease_end(sent, None, "not a time", ahead), sent + Duration::from_secs(30));
     }
 }

@@ -33,6 +33,8 @@ pub async fn lease(
     caller: Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, ApiError> {
+    // Each job's `lease_ms` counts from here, before any long poll.
+    let received = state.clock.now();
     let worker_id = validate::name("worker_id", req.worker_id)?;
     if req.queues.is_empty() || req.queues.len() > MAX_LEASE_QUEUES {
         return Err(Invalid::new("queues", format!("must name 1 to {MAX_LEASE_QUEUES} queues")).into());
@@ -65,7 +67,7 @@ pub async fn lease(
         jobs = state.store.job_lease(params) => jobs?,
         () = state.shutdown.cancelled() => Vec::new(),
     };
-    Ok(Json(LeaseResponse { jobs: jobs.into_iter().map(views::leased).collect() }))
+    Ok(Json(LeaseResponse { jobs: jobs.into_iter().map(|job| views::leased(job, received)).collect() }))
 }
 
 /// Workers that asked for work (or sent a heartbeat) in the last minute.
@@ -104,6 +106,7 @@ pub async fn heartbeat(
     JobPath(id): JobPath,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let received = state.clock.now();
     let lease_token = lease_token("lease_token", &req.lease_token)?;
     let extend_ms = req.extend_ms.map(|ms| validate::range("extend_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)).transpose()?;
     let progress = req.progress.map(views::text);
@@ -113,6 +116,7 @@ pub async fn heartbeat(
     let beat = state.store.lease_heartbeat(LeaseHeartbeatParams { id, lease_token, extend_ms, progress }).await?;
     Ok(Json(HeartbeatResponse {
         lease_expires_at: beat.lease_expires_at.to_rfc3339(),
+        lease_ms: Some(beat.lease_expires_at.millis_since(received)),
         cancel_requested: beat.cancel_requested,
     }))
 }
