@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::api::{AckComplete, AckFail, AckRequest, Json};
 use crate::client::{Client, ClientError};
 use crate::core::JobState;
+use crate::core::backoff::Backoff;
 
 /// One outcome to report.
 #[derive(Debug)]
@@ -121,6 +122,10 @@ fn settled_state(state: &str) -> Receipt {
 
 /// Most outcomes in one acknowledgement.
 const MAX_BATCH: usize = 256;
+
+/// Pauses between tries to reach a server that does not answer: up to 100 ms doubling to 5 s,
+/// with full jitter, so a fleet of workers does not come back in lockstep.
+pub(super) const RECONNECT: Backoff = Backoff { base_ms: 100, factor: 2.0, cap_ms: 5_000 };
 
 /// A report waiting to be sent: what, until when it is worth sending (its lease's end), and
 /// where its receipt goes.
@@ -299,7 +304,7 @@ async fn single(client: &Client, report: &Report) -> Result<String, ClientError>
 }
 
 /// Calls `op` until the server answers: network errors and 5xx are retried with backoff
-/// (100 ms doubling to 5 s, with jitter) until `give_up_at` or the time `stopping` names,
+/// ([`RECONNECT`]) until `give_up_at` or the time `stopping` names,
 /// whichever comes first; any other answer, including a refusal, is final. Giving up is a
 /// refusal without a problem code.
 pub(super) async fn retry<T, Fut>(
@@ -311,7 +316,8 @@ pub(super) async fn retry<T, Fut>(
 where
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let mut rng = fastrand::Rng::new();
+    let mut tries = 0u32;
     loop {
         match op().await {
             Ok(value) => {
@@ -324,7 +330,8 @@ where
             }
             Err(err) => {
                 on_contact(false);
-                let pause = delay.mul_f64(0.5 + fastrand::f64() / 2.0);
+                tries = tries.saturating_add(1);
+                let pause = Duration::from_millis(RECONNECT.delay_ms(tries, &mut rng));
                 let stop_at = stopping.and_then(|s| *s.borrow());
                 let until = match (give_up_at, stop_at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -348,7 +355,6 @@ where
                     }
                     None => tokio::time::sleep(pause).await,
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -178,7 +178,8 @@ impl Worker {
             concurrency = config.concurrency, "worker started"
         );
         let host = super::host_name();
-        let mut backoff = Duration::from_millis(100);
+        let mut rng = fastrand::Rng::new();
+        let mut failed_tries = 0u32;
         loop {
             // Reap finished attempts so the set does not grow.
             while jobs.try_join_next().is_some() {}
@@ -208,7 +209,7 @@ impl Worker {
             match answer {
                 Ok(answer) => {
                     status.contact(true);
-                    backoff = Duration::from_millis(100);
+                    failed_tries = 0;
                     for job in answer.jobs {
                         let Some(permit) = permits.pop() else { break };
                         let attempt = Attempt {
@@ -237,9 +238,10 @@ impl Worker {
                 }
                 Err(err) => {
                     status.contact(false);
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot reach the server; retrying");
-                    sleep_or(&shutdown.drain, backoff.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    failed_tries = failed_tries.saturating_add(1);
+                    let pause = super::reporter::RECONNECT.delay_ms(failed_tries, &mut rng);
+                    tracing::warn!(error = %err, retry_in_ms = pause, "cannot reach the server; retrying");
+                    sleep_or(&shutdown.drain, Duration::from_millis(pause)).await;
                 }
             }
         }
