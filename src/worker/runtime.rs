@@ -326,7 +326,7 @@ impl Attempt {
         }
         self.status.running.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
-        let (progress, mut progress_rx) = watch::channel(None);
+        let (progress, progress_rx) = watch::channel(None);
         let ctx = JobContext {
             id: job.id.clone(),
             queue: job.queue.clone(),
@@ -342,12 +342,31 @@ impl Attempt {
             cancel: CancellationToken::new(),
             stop: Arc::new(Mutex::new(None)),
         };
+        let (outcome, lease_until) = self.supervise(&ctx, progress_rx, now, lease_left).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Some(report) = report_for(&ctx, outcome) {
+            self.settle(report, lease_until, elapsed_ms).await;
+        } else {
+            tracing::warn!(elapsed_ms, "lease lost; the outcome is not reported");
+        }
+        self.status.running.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Runs the handler to its outcome while keeping the lease: heartbeats at a third of the
+    /// lease (sooner to carry progress), the timeout, cancellation and shutdown. Returns the
+    /// outcome and until when the lease is known to hold.
+    async fn supervise(
+        &self,
+        ctx: &JobContext,
+        mut progress_rx: watch::Receiver<Option<crate::api::Json>>,
+        now: tokio::time::Instant,
+        lease_left: u64,
+    ) -> (Outcome, tokio::time::Instant) {
         // Heartbeat at a third of the lease, so two can be lost before it runs out.
         let beat_every = Duration::from_millis((lease_left / 3).clamp(50, 10_000));
         // Until when an outcome is worth reporting: past it the server has the job back.
         let mut lease_until = now + Duration::from_millis(lease_left);
-        let handler = Arc::clone(&self.handler);
-        let run = handler.run(ctx.clone());
+        let run = self.handler.run(ctx.clone());
         tokio::pin!(run);
         let deadline = ctx.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut next_beat = tokio::time::Instant::now() + beat_every;
@@ -359,7 +378,7 @@ impl Attempt {
                 () = tokio::time::sleep_until(next_beat) => {
                     let progress = unsent_progress.then(|| progress_rx.borrow_and_update().clone()).flatten();
                     unsent_progress = false;
-                    if let Some(until) = self.beat(&ctx, progress).await {
+                    if let Some(until) = self.beat(ctx, progress).await {
                         lease_until = until;
                     }
                     last_beat = tokio::time::Instant::now();
@@ -383,110 +402,71 @@ impl Attempt {
             let progress = progress_rx.borrow_and_update().clone();
             if progress.is_some()
                 && ctx.stop_reason() != Some(StopReason::LeaseLost)
-                && let Some(until) = self.beat(&ctx, progress).await
+                && let Some(until) = self.beat(ctx, progress).await
             {
                 lease_until = until;
             }
         }
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (id, lease_token) = (job.id.clone(), job.lease_token.clone());
-        let report = match (ctx.stop_reason(), outcome) {
-            (Some(StopReason::LeaseLost), _) => {
-                tracing::warn!(elapsed_ms, "lease lost; the outcome is not reported");
-                None
-            }
-            (_, Outcome::Done(result)) => Some(Report::Complete { id, lease_token, result }),
-            (Some(StopReason::Shutdown), _) => Some(Report::Release { id, lease_token }),
-            (Some(StopReason::Canceled), _) => Some(Report::Fail {
-                id,
-                lease_token,
-                error: "canceled on request".into(),
-                retryable: true,
-                retry_in_ms: None,
-            }),
-            (Some(StopReason::TimedOut), outcome) => {
-                let timeout = ctx.timeout.unwrap_or_default();
-                let detail = match outcome {
-                    Outcome::Retry { error, .. } | Outcome::Fail(error) if !error.is_empty() => format!(": {error}"),
-                    _ => String::new(),
-                };
-                Some(Report::Fail {
-                    id,
-                    lease_token,
-                    error: format!("timed out after {}{detail}", humantime::format_duration(timeout)),
-                    retryable: true,
-                    retry_in_ms: None,
-                })
-            }
-            (None, Outcome::Retry { error, after }) => Some(Report::Fail {
-                id,
-                lease_token,
-                error,
-                retryable: true,
-                retry_in_ms: after.map(|d| d.as_millis() as u64),
-            }),
-            (None, Outcome::Fail(error)) => {
-                Some(Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None })
-            }
+        (outcome, lease_until)
+    }
+
+    /// Sends `report` while the lease holds (until `lease_until`), and logs the outcome.
+    async fn settle(&self, report: Report, lease_until: tokio::time::Instant, elapsed_ms: u64) {
+        let kind = report.kind();
+        // Why an attempt failed goes into its log line too, not only to the server.
+        let error = match &report {
+            Report::Fail { error, .. } => Some(error.clone()),
+            _ => None,
         };
-        if let Some(report) = report {
-            let kind = report.kind();
-            // Why an attempt failed goes into its log line too, not only to the server.
-            let error = match &report {
-                Report::Fail { error, .. } => Some(error.clone()),
-                _ => None,
-            };
-            let fallback = match &report {
-                Report::Complete { id, lease_token, .. } => Some((id.clone(), lease_token.clone())),
-                _ => None,
-            };
-            match self.reporter.send(report, lease_until).await {
-                // `outcome` and `recorded` are for programs that read the log: the server
-                // acknowledged this outcome, and the job is now in `state`.
-                Ok(state) => match &error {
-                    Some(error) => tracing::info!(
-                        elapsed_ms,
-                        outcome = kind.code(),
-                        recorded = true,
-                        state = %state,
-                        error = %error,
-                        "attempt {kind}"
-                    ),
-                    None => {
-                        tracing::info!(elapsed_ms, outcome = kind.code(), recorded = true, state = %state, "attempt {kind}")
+        let fallback = match &report {
+            Report::Complete { id, lease_token, .. } => Some((id.clone(), lease_token.clone())),
+            _ => None,
+        };
+        match self.reporter.send(report, lease_until).await {
+            // `outcome` and `recorded` are for programs that read the log: the server
+            // acknowledged this outcome, and the job is now in `state`.
+            Ok(state) => match &error {
+                Some(error) => tracing::info!(
+                    elapsed_ms,
+                    outcome = kind.code(),
+                    recorded = true,
+                    state = %state,
+                    error = %error,
+                    "attempt {kind}"
+                ),
+                None => {
+                    tracing::info!(elapsed_ms, outcome = kind.code(), recorded = true, state = %state, "attempt {kind}")
+                }
+            },
+            Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
+                // The server will not store this result (too large, say); the lease is
+                // still ours, so fail the job for good with the reason rather than leave
+                // it to a lease expiry. Retrying would produce the same result.
+                let (id, lease_token) = fallback.unwrap_or_default();
+                let error = format!("the result could not be stored: {}", refusal.detail);
+                let failed = Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None };
+                match self.reporter.send(failed, lease_until).await {
+                    Ok(state) => {
+                        tracing::warn!(elapsed_ms, state = %state, "result too large; attempt failed for good")
                     }
-                },
-                Err(refusal) if fallback.is_some() && refused_content(&refusal) => {
-                    // The server will not store this result (too large, say); the lease is
-                    // still ours, so fail the job for good with the reason rather than leave
-                    // it to a lease expiry. Retrying would produce the same result.
-                    let (id, lease_token) = fallback.unwrap_or_default();
-                    let error = format!("the result could not be stored: {}", refusal.detail);
-                    let failed = Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None };
-                    match self.reporter.send(failed, lease_until).await {
-                        Ok(state) => {
-                            tracing::warn!(elapsed_ms, state = %state, "result too large; attempt failed for good")
-                        }
-                        Err(why) => {
-                            tracing::warn!(elapsed_ms, reason = %why, "result too large, and the failure was not recorded")
-                        }
+                    Err(why) => {
+                        tracing::warn!(elapsed_ms, reason = %why, "result too large, and the failure was not recorded")
                     }
                 }
-                Err(why) => {
-                    if kind == ReportKind::Released {
-                        self.status.unreleased.fetch_add(1, Ordering::AcqRel);
-                    }
-                    tracing::warn!(
-                        elapsed_ms,
-                        outcome = kind.code(),
-                        recorded = false,
-                        reason = %why,
-                        "attempt {kind}, but the server did not record it"
-                    )
+            }
+            Err(why) => {
+                if kind == ReportKind::Released {
+                    self.status.unreleased.fetch_add(1, Ordering::AcqRel);
                 }
+                tracing::warn!(
+                    elapsed_ms,
+                    outcome = kind.code(),
+                    recorded = false,
+                    reason = %why,
+                    "attempt {kind}, but the server did not record it"
+                )
             }
         }
-        self.status.running.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Extends the lease, carrying `progress`; learns of cancellation and of a lost lease.
@@ -522,6 +502,48 @@ impl Attempt {
                 tracing::warn!("heartbeat timed out; will try again");
                 None
             }
+        }
+    }
+}
+
+/// What to tell the server about an attempt that ended with `outcome`; `None` when its lease
+/// was lost (the server has handed the job out again).
+fn report_for(ctx: &JobContext, outcome: Outcome) -> Option<Report> {
+    let (id, lease_token) = (ctx.id.clone(), ctx.lease_token.clone());
+    match (ctx.stop_reason(), outcome) {
+        (Some(StopReason::LeaseLost), _) => None,
+        (_, Outcome::Done(result)) => Some(Report::Complete { id, lease_token, result }),
+        (Some(StopReason::Shutdown), _) => Some(Report::Release { id, lease_token }),
+        (Some(StopReason::Canceled), _) => Some(Report::Fail {
+            id,
+            lease_token,
+            error: "canceled on request".into(),
+            retryable: true,
+            retry_in_ms: None,
+        }),
+        (Some(StopReason::TimedOut), outcome) => {
+            let timeout = ctx.timeout.unwrap_or_default();
+            let detail = match outcome {
+                Outcome::Retry { error, .. } | Outcome::Fail(error) if !error.is_empty() => format!(": {error}"),
+                _ => String::new(),
+            };
+            Some(Report::Fail {
+                id,
+                lease_token,
+                error: format!("timed out after {}{detail}", humantime::format_duration(timeout)),
+                retryable: true,
+                retry_in_ms: None,
+            })
+        }
+        (None, Outcome::Retry { error, after }) => Some(Report::Fail {
+            id,
+            lease_token,
+            error,
+            retryable: true,
+            retry_in_ms: after.map(|d| d.as_millis() as u64),
+        }),
+        (None, Outcome::Fail(error)) => {
+            Some(Report::Fail { id, lease_token, error, retryable: false, retry_in_ms: None })
         }
     }
 }
@@ -565,10 +587,61 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use super::lease_end;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{lease_end, report_for};
     use crate::core::Timestamp;
+    use crate::worker::handler::{JobContext, Outcome, StopReason};
+    use crate::worker::reporter::Report;
+
+    fn ctx(stopped: Option<StopReason>) -> JobContext {
+        JobContext {
+            id: "j".into(),
+            queue: "q".into(),
+            kind: "k".into(),
+            attempt: 1,
+            max_attempts: 3,
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            metadata: Default::default(),
+            timeout: Some(Duration::from_secs(2)),
+            lease_token: "t".into(),
+            server: "http://127.0.0.1:1".into(),
+            progress: tokio::sync::watch::channel(None).0,
+            cancel: CancellationToken::new(),
+            stop: Arc::new(Mutex::new(stopped)),
+        }
+    }
+
+    #[test]
+    fn each_ending_of_an_attempt_gets_its_report() {
+        let fail = || Outcome::Fail("boom".into());
+        // A lost lease reports nothing: the job is someone else's now.
+        assert!(report_for(&ctx(Some(StopReason::LeaseLost)), Outcome::Done(None)).is_none());
+        // A handler that finished before a shutdown took effect completes; otherwise it releases.
+        assert!(matches!(
+            report_for(&ctx(Some(StopReason::Shutdown)), Outcome::Done(None)),
+            Some(Report::Complete { .. })
+        ));
+        assert!(matches!(report_for(&ctx(Some(StopReason::Shutdown)), fail()), Some(Report::Release { .. })));
+        let Some(Report::Fail { error, retryable: true, .. }) = report_for(&ctx(Some(StopReason::TimedOut)), fail())
+        else {
+            panic!("a timeout is a retryable failure");
+        };
+        assert_eq!(error, "timed out after 2s: boom");
+        assert!(matches!(
+            report_for(&ctx(Some(StopReason::Canceled)), fail()),
+            Some(Report::Fail { retryable: true, .. })
+        ));
+        assert!(matches!(report_for(&ctx(None), fail()), Some(Report::Fail { retryable: false, .. })));
+        let retry = Outcome::Retry { error: "busy".into(), after: Some(Duration::from_millis(1_500)) };
+        assert!(matches!(
+            report_for(&ctx(None), retry),
+            Some(Report::Fail { retryable: true, retry_in_ms: Some(1_500), .. })
+        ));
+    }
 
     #[tokio::test]
     async fn a_lease_is_timed_by_this_host_whatever_its_wall_clock_says() {
