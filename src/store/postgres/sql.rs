@@ -94,13 +94,14 @@ pub(super) const JOBS_LEASE: &str = "UPDATE wharf.jobs AS j SET state = 'running
 
 /// The lease of a worker whose queues have no concurrency or rate limit, with its events, in
 /// one statement: run outside a transaction block, it commits by itself in one round trip.
-/// The best ready jobs of each queue are locked (skipping those another node is taking), the
+/// The best ready jobs of each queue are locked (skipping those another node is taking); the
 /// best `$2` across queues are taken while their payloads stay under `$3` bytes (the one that
-/// reaches it is the last; the first always goes), and
-/// each gets the `n`th (from 1) of the lease sequences `$4` and secrets `$5` made in Rust; `$6` is the
-/// attempt change. A queue that became limited is skipped
-/// here (the caller's full path serves it). Answers the jobs best first, each with the `seq`
-/// of the events row; the events are built as `StoredColumns`.
+/// reaches it is the last; the first always goes), found again by row address (a TID scan,
+/// whatever the plan), and each gets the `n`th (from 1) of the lease sequences `$4` and
+/// secrets `$5` made in Rust; `$6` is the attempt change. A queue that became limited is
+/// skipped here until the node's cached policy expires (a second); the full path serves it
+/// then. Answers the jobs best first, each with the `seq` of the events row; the events are
+/// built as `StoredColumns`.
 pub(super) const JOBS_LEASE_UNLIMITED_WITH_EVENTS: &str = "WITH picked AS ( \
        SELECT c.ctid AS row_at, c.id, c.priority, c.run_at, q.lease_ms AS policy_lease_ms, c.bytes \
        FROM wharf.queues q CROSS JOIN LATERAL ( \
