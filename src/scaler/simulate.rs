@@ -167,14 +167,15 @@ pub fn simulate(trace: &Trace, model: &Model, rule: Rule) -> Outcome {
     let last_arrival = trace.arrivals().last().map_or(0, |a| a.at);
     let mut waiting: VecDeque<(u64, u64)> = VecDeque::new();
     let mut workers: Vec<Worker> = Vec::new();
-    let mut waits: Vec<u64> = Vec::with_capacity(trace.jobs().min(MAX_TRACE_JOBS) as usize);
+    let total = trace.jobs();
+    let mut waits: Vec<u64> = Vec::with_capacity(total.min(MAX_TRACE_JOBS) as usize);
     let mut out = Outcome::default();
     let mut state = ScaleState::default();
     let mut tracking = Tracking::default();
     let mut shortfall_since: Option<u64> = None;
     let mut last_finish = 0;
     // Enough to drain anything the trace holds and settle afterwards.
-    let horizon = last_arrival + trace.jobs().saturating_mul(trace_longest(trace)) + 4 * 3_600;
+    let horizon = last_arrival + total.saturating_mul(trace_longest(trace)) + 4 * 3_600;
     for t in 0..=horizon {
         for w in &mut workers {
             if let Some(job) = w.job
@@ -234,7 +235,7 @@ pub fn simulate(trace: &Trace, model: &Model, rule: Rule) -> Outcome {
             }
         }
         out.worker_seconds += workers.len() as u64;
-        let done = out.jobs == trace.jobs() && t >= last_arrival;
+        let done = out.jobs == total && t >= last_arrival;
         if done && workers.len() as u32 <= policy.min() {
             break;
         }

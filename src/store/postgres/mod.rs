@@ -908,41 +908,11 @@ impl PgStore {
         for row in rows {
             let id: i64 = row.get(0);
             let queue: String = row.get(1);
-            let payload: String = row.get(3);
-            let attempt = row.get::<_, i32>(4).max(0) as u32;
-            let ready_at: i64 = row.get(9);
-            let version: i64 = row.get(10);
             let Some(token) = tokens.get(&id).copied() else { continue };
             let p = policies.get(&queue);
-            changes.events.push(StoredEvent::new(
-                JobId::from_raw(id),
-                &queue,
-                version,
-                EventKind::State,
-                JobState::Running,
-                attempt,
-                now,
-            ));
-            changes.count(&queue, |c, n| c.started += n, 1);
-            changes.count(&queue, |c, n| c.wait.observe_ms(n), now.millis_since(Timestamp::from_millis(ready_at)));
-            *taken.entry(queue.clone()).or_default() += 1;
             let lease_ms = params.lease_ms.unwrap_or_else(|| p.map_or(30_000, |p| p.lease_ms));
-            leased.push(LeasedJob {
-                id: JobId::from_raw(id),
-                queue: queue_name(&queue)?,
-                kind: row.get(2),
-                payload,
-                attempt,
-                max_attempts: row
-                    .get::<_, Option<i32>>(5)
-                    .map(|n| n.max(1) as u32)
-                    .unwrap_or_else(|| p.map_or(3, |p| p.max_attempts)),
-                priority: row.get(6),
-                lease_token: token,
-                lease_expires_at: now.plus_millis(lease_ms),
-                timeout_ms: row.get::<_, Option<i64>>(7).map(|v| v.max(0) as u64),
-                metadata: metadata_from(row.get(8)),
-            });
+            leased.push(Self::leased_row(&row, token, lease_ms, p, now, &mut changes)?);
+            *taken.entry(queue).or_default() += 1;
         }
         // Hand them out best first, as chosen (an UPDATE returns rows in no set order).
         let rank: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -1004,47 +974,64 @@ impl PgStore {
         let mut seq = None;
         for row in rows {
             let id: i64 = row.get(0);
-            let queue: String = row.get(1);
-            let attempt = row.get::<_, i32>(4).max(0) as u32;
-            let ready_at: i64 = row.get(9);
             let n = row.get::<_, i64>(11).max(1) as usize - 1;
             let lease_ms = row.get::<_, i64>(12).max(0) as u64;
             seq = row.get::<_, Option<i64>>(13);
             let (Some(&lease_seq), Some(&secret)) = (seqs.get(n), secrets.get(n)) else {
                 return Err(StoreError::Inconsistent(format!("job {id}: leased under no token of ours")));
             };
-            changes.events.push(StoredEvent::new(
-                JobId::from_raw(id),
-                &queue,
-                row.get(10),
-                EventKind::State,
-                transition.to,
-                attempt,
-                now,
-            ));
-            changes.count(&queue, |c, n| c.started += n, 1);
-            changes.count(&queue, |c, n| c.wait.observe_ms(n), now.millis_since(Timestamp::from_millis(ready_at)));
-            leased.push(LeasedJob {
-                id: JobId::from_raw(id),
-                queue: queue_name(&queue)?,
-                kind: row.get(2),
-                payload: row.get(3),
-                attempt,
-                max_attempts: row
-                    .get::<_, Option<i32>>(5)
-                    .map(|n| n.max(1) as u32)
-                    .unwrap_or_else(|| policies.get(&queue).map_or(3, |p| p.max_attempts)),
-                priority: row.get(6),
-                lease_token: LeaseToken::from_parts(lease_seq, secret),
-                lease_expires_at: now.plus_millis(lease_ms),
-                timeout_ms: row.get::<_, Option<i64>>(7).map(|v| v.max(0) as u64),
-                metadata: metadata_from(row.get(8)),
-            });
+            let token = LeaseToken::from_parts(lease_seq, secret);
+            let policy = policies.get(row.get::<_, &str>(1));
+            leased.push(Self::leased_row(&row, token, lease_ms, policy, now, &mut changes)?);
         }
         let bytes = changes.events.len() * batcher::EVENT_BYTES;
         self.committed(seq.map(|seq| (seq, changes.events, bytes)), changes.counted);
         self.worker_seen(params, now).await;
         Ok(Some(leased))
+    }
+
+    /// A job a lease took, from its returned row (`id, queue, kind, payload, attempt,
+    /// max_attempts, priority, timeout_ms, metadata, run_at, version` first), with its event
+    /// and counts added to `changes`.
+    fn leased_row(
+        row: &tokio_postgres::Row,
+        token: LeaseToken,
+        lease_ms: u64,
+        policy: Option<&QueuePolicy>,
+        now: Timestamp,
+        changes: &mut Changes,
+    ) -> StoreResult<LeasedJob> {
+        let id = JobId::from_raw(row.get(0));
+        let queue: &str = row.get(1);
+        let attempt = row.get::<_, i32>(4).max(0) as u32;
+        let ready_at = Timestamp::from_millis(row.get(9));
+        changes.events.push(StoredEvent::new(
+            id,
+            queue,
+            row.get(10),
+            EventKind::State,
+            JobState::Running,
+            attempt,
+            now,
+        ));
+        changes.count(queue, |c, n| c.started += n, 1);
+        changes.count(queue, |c, n| c.wait.observe_ms(n), now.millis_since(ready_at));
+        Ok(LeasedJob {
+            id,
+            queue: queue_name(queue)?,
+            kind: row.get(2),
+            payload: row.get(3),
+            attempt,
+            max_attempts: row
+                .get::<_, Option<i32>>(5)
+                .map(|n| n.max(1) as u32)
+                .unwrap_or_else(|| policy.map_or(3, |p| p.max_attempts)),
+            priority: row.get(6),
+            lease_token: token,
+            lease_expires_at: now.plus_millis(lease_ms),
+            timeout_ms: row.get::<_, Option<i64>>(7).map(|v| v.max(0) as u64),
+            metadata: metadata_from(row.get(8)),
+        })
     }
 
     /// Records a worker's visit, at most once a second per worker from this node.
