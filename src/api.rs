@@ -285,6 +285,22 @@ pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 1, max_length = 256)]
     pub host: Option<String>,
+    /// Its process id on `host`.
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
+    pub pid: Option<i64>,
+    /// The ECS task it runs in (its ARN), so the autoscaler can tell busy tasks from idle ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub task_arn: Option<String>,
+    /// The Kubernetes pod it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
+    pub pod: Option<String>,
+    /// Jobs it runs at once (its `--concurrency`), 1–10,000.
+    #[serde(default, deserialize_with = "int::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000)]
+    pub capacity: Option<i64>,
 }
 
 /// A job handed to a worker.
@@ -326,6 +342,10 @@ pub struct LeasedJobView {
 pub struct LeaseResponse {
     /// The jobs leased; empty when none was ready within `wait_ms`.
     pub jobs: Vec<LeasedJobView>,
+    /// The worker was asked to drain (by an operator or the autoscaler): it gets no more jobs
+    /// and should stop once the jobs it holds are done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
 }
 
 /// `POST /v1/jobs/{id}/heartbeat`.
@@ -677,10 +697,25 @@ pub struct WorkerView {
     /// Where it runs, as it said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Its process id on `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The ECS task it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
+    /// The Kubernetes pod it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     /// The queues it asks for.
     pub queues: Vec<String>,
     /// Jobs it holds leases on now.
     pub running: u64,
+    /// Jobs it runs at once, as it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// `running` (leasing), or `draining` (asked to stop: it leases nothing new and stops once
+    /// its jobs are done).
+    pub state: String,
     /// When it last asked for work or sent a heartbeat.
     pub last_seen: String,
 }
@@ -690,6 +725,92 @@ pub struct WorkerView {
 pub struct WorkerListResponse {
     /// Workers seen in the last minute, by id.
     pub workers: Vec<WorkerView>,
+}
+
+/// An autoscaled pool: what it sees and what it asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolView {
+    /// Its name.
+    pub name: String,
+    /// What starts and stops its workers: `process`, `ecs` or `kubernetes`.
+    pub provider: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// Fewest workers.
+    pub min: u32,
+    /// Most workers.
+    pub max: u32,
+    /// Jobs of backlog one worker carries.
+    pub target_backlog_per_worker: u32,
+    /// After a scale-out, no scale-in for this long.
+    pub scale_out_cooldown_ms: u64,
+    /// Scale in only after needing fewer workers for this long.
+    pub scale_in_cooldown_ms: u64,
+    /// Jobs for its workers: ready to start now (not paused, not held back by a rate or
+    /// concurrency limit) plus running.
+    pub backlog: u64,
+    /// Workers it asks for.
+    pub desired: u32,
+    /// Workers its provider runs (not counting those draining).
+    pub actual: u32,
+    /// Workers on its queues holding a job.
+    pub busy: u32,
+    /// Workers on its queues holding none.
+    pub idle: u32,
+    /// Workers asked to stop, finishing their jobs.
+    pub draining: u32,
+    /// Why it asks for `desired` now: `first_job`, `backlog`, `minimum`, `surplus`, `steady`,
+    /// `cooldown` or `busy`.
+    pub reason: String,
+    /// The last decision that changed `desired`, with its inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<PoolDecisionView>,
+    /// The provider's last error, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the leader last looked at it; absent before it first did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A scaling decision and what it was based on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolDecisionView {
+    /// When.
+    pub at: String,
+    /// Workers asked for before.
+    pub from: u32,
+    /// Workers asked for.
+    pub desired: u32,
+    /// Workers the backlog needed, within `[min, max]`.
+    pub needed: u32,
+    /// Why (see the pool's `reason`).
+    pub reason: String,
+    /// The backlog seen.
+    pub backlog: u64,
+    /// Busy workers seen.
+    pub busy: u32,
+}
+
+/// `GET /v1/pools`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PoolListResponse {
+    /// Every pool, by name.
+    pub pools: Vec<PoolView>,
+}
+
+/// `GET /v1/pools/{pool}/metrics`: the backlog as KEDA's `metrics-api` scaler reads it
+/// (`valueLocation: backlog`, `targetValue`: the jobs one worker should carry).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PoolMetricsView {
+    /// The pool.
+    pub pool: String,
+    /// Ready-to-start plus running jobs of its queues.
+    pub backlog: u64,
+    /// Workers wharf's own policy would ask for.
+    pub desired: u32,
+    /// Its `target_backlog_per_worker`.
+    pub target_backlog_per_worker: u32,
 }
 
 /// `POST /v1/tokens`: a new token.

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub hooks: Vec<crate::hooks::Hook>,
     /// TLS certificate and key files; `None` serves plain HTTP. Defaults to none.
     pub tls: Option<TlsFiles>,
+    /// Autoscaled worker pools (`[[pool]]` in the config file). Defaults to none.
+    pub pools: Vec<crate::scaler::config::PoolConfig>,
     /// Browser origins allowed to call the API from their pages (`https://dash.example.com`):
     /// their CORS preflights are answered. Defaults to none: CORS off.
     pub cors_origins: Vec<String>,
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             hooks: Vec::new(),
+            pools: Vec::new(),
             tls: None,
             token_rate_limit: None,
             insecure_no_auth: false,
@@ -159,7 +162,7 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// `tls_key = "/etc/wharf/key.pem"`.
     pub tls_key: Option<PathBuf>,
-    /// Autoscaler pools (`[[pool]]`); read by the autoscaler.
+    /// Autoscaled worker pools (`[[pool]]`).
     #[serde(default)]
     pub pool: Vec<toml::Table>,
 }

@@ -195,6 +195,36 @@ pub fn with_leader(mut rendered: String, leading: bool) -> String {
     rendered
 }
 
+/// `rendered` with each autoscaled pool's gauges added before its end.
+pub fn with_pools(mut rendered: String, pools: &[crate::api::PoolView]) -> String {
+    use std::fmt::Write as _;
+    if pools.is_empty() {
+        return rendered;
+    }
+    let mut gauges = String::new();
+    type Family = (&'static str, &'static str, fn(&crate::api::PoolView) -> u64);
+    let families: [Family; 4] = [
+        ("wharf_pool_desired_workers", "Workers the pool asks for.", |p| u64::from(p.desired)),
+        ("wharf_pool_actual_workers", "Workers the pool's provider runs, not counting those draining.", |p| {
+            u64::from(p.actual)
+        }),
+        ("wharf_pool_busy_workers", "Workers on the pool's queues holding a job.", |p| u64::from(p.busy)),
+        ("wharf_pool_backlog", "Ready-to-start plus running jobs of the pool's queues.", |p| p.backlog),
+    ];
+    for (name, help, value) in families {
+        // Pool names are `A-Z a-z 0-9 . _ -`: nothing to escape in a label.
+        let _ = writeln!(gauges, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for pool in pools {
+            let _ = writeln!(gauges, "{name}{{pool=\"{}\"}} {}", pool.name, value(pool));
+        }
+    }
+    match rendered.rfind("# EOF") {
+        Some(end) => rendered.insert_str(end, &gauges),
+        None => rendered.push_str(&gauges),
+    }
+    rendered
+}
+
 #[derive(Debug)]
 struct SnapshotCollector(MetricsSnapshot);
 

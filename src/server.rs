@@ -66,6 +66,8 @@ pub struct Parts {
     pub auth: Arc<Auth>,
     /// The certificate, when serving HTTPS.
     pub tls: Option<Arc<CertSlot>>,
+    /// The providers of `config.pools`, in order.
+    pub providers: Vec<Box<dyn crate::scaler::Provider>>,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then closes the store.
@@ -74,7 +76,7 @@ pub async fn serve(
     parts: Parts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let Parts { store, events, clock, config, auth, tls } = parts;
+    let Parts { store, events, clock, config, auth, tls, providers } = parts;
     let acceptor = match &tls {
         Some(slot) => Some(slot.acceptor().map_err(std::io::Error::other)?),
         None => None,
@@ -85,12 +87,29 @@ pub async fn serve(
         store: Arc::clone(&store),
         events,
         config: Arc::clone(&config),
-        clock,
+        clock: Arc::clone(&clock),
         shutdown: token.clone(),
         auth,
         leading: Arc::clone(&leading),
     };
     let pruner = tokio::spawn(pruner::run(Arc::clone(&store), config.prune_interval, token.clone()));
+    // The pools' local workers finish their jobs while the server still answers them: the
+    // listener closes only once the autoscaler has stopped them.
+    let scaling = CancellationToken::new();
+    let autoscaler = (!providers.is_empty()).then(|| {
+        let pools = config.pools.iter().cloned().zip(providers).collect();
+        let run =
+            crate::scaler::autoscaler::run(Arc::clone(&store), pools, clock, Arc::clone(&leading), scaling.clone());
+        tokio::spawn(run)
+    });
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(autoscaler) = autoscaler {
+            tracing::info!("stopping the pools' workers");
+            scaling.cancel();
+            let _ = autoscaler.await;
+        }
+    };
     let leader = (store.leadership() == Leadership::Shared)
         .then(|| tokio::spawn(crate::maintenance::leader::run(Arc::clone(&store), leading, token.clone())));
     let app = http::app(state);

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod autoscale;
 mod bad_input;
 mod chaos;
 mod cli;

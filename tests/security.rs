@@ -428,6 +428,8 @@ fn expectation(method: &str, path: &str) -> Option<(Need, Queued)> {
         | ("post", "/v1/queues/{queue}/pause" | "/v1/queues/{queue}/resume" | "/v1/queues/{queue}/redrive") => {
             (Manage, Yes)
         }
+        ("get", "/v1/pools" | "/v1/pools/{pool}" | "/v1/pools/{pool}/metrics") => (Read, No),
+        ("post", "/v1/workers/{id}/drain") | ("delete", "/v1/workers/{id}") => (Work, No),
         ("get" | "post", "/v1/tokens") | ("delete", "/v1/tokens/{id}") => (Tokens, No),
         _ => return None,
     })
@@ -469,6 +471,7 @@ async fn every_endpoint_answers_each_role_as_documented() {
                 let concrete = path
                     .replace("{queue}", queue)
                     .replace("{name}", "nohook")
+                    .replace("{pool}", "nopool")
                     .replace("{id}", if path.starts_with("/v1/tokens") { "nosuchtoken0" } else { job });
                 let body = body_for(method, path, queue);
                 let send = |token: Option<&str>| {

@@ -330,7 +330,14 @@ async fn batch(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> a
 
 /// A lease request of up to `max` jobs from `queue`, waiting at most 100 ms.
 fn noop_lease(worker_id: String, queue: String, max: i64) -> LeaseRequest {
-    LeaseRequest { worker_id, queues: vec![queue], max: Some(max), wait_ms: Some(100), lease_ms: None, host: None }
+    LeaseRequest {
+        worker_id,
+        queues: vec![queue],
+        max: Some(max),
+        wait_ms: Some(100),
+        lease_ms: None,
+        ..Default::default()
+    }
 }
 
 /// One round of a no-op worker: lease, then acknowledge every job leased as done in one
@@ -416,7 +423,7 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
                 max: Some(1),
                 wait_ms: Some(500),
                 lease_ms: None,
-                host: None,
+                ..Default::default()
             };
             while received.load(Ordering::Relaxed) < total {
                 let jobs = conn.post::<_, LeaseResponse>("/v1/lease", &lease).await?.jobs;
@@ -695,7 +702,7 @@ async fn timed_leases(client: &Client, queue: &str, samples: u64) -> anyhow::Res
         max: Some(1),
         wait_ms: Some(0),
         lease_ms: None,
-        host: None,
+        ..Default::default()
     };
     let mut hist = histogram();
     let start = Instant::now();

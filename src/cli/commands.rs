@@ -406,17 +406,77 @@ pub async fn workers(args: ClientArgs) -> anyhow::Result<u8> {
         outln!("no workers connected")?;
         return Ok(0);
     }
-    let mut t = table(&["WORKER", "HOST", "QUEUES", "RUNNING", "LAST SEEN"]);
+    let mut t = table(&["WORKER", "STATE", "WHERE", "QUEUES", "RUNNING", "LAST SEEN"]);
     for w in &list.workers {
+        let place = match (&w.task_arn, &w.pod, &w.host, w.pid) {
+            (Some(task), _, _, _) => task.rsplit('/').next().unwrap_or(task).to_owned(),
+            (None, Some(pod), _, _) => pod.clone(),
+            (None, None, Some(host), Some(pid)) => format!("{host}:{pid}"),
+            (None, None, host, _) => host.clone().unwrap_or_default(),
+        };
+        let running = match w.capacity {
+            Some(capacity) => format!("{}/{capacity}", w.running),
+            None => w.running.to_string(),
+        };
         t.add_row(vec![
             w.id.clone(),
-            w.host.clone().unwrap_or_default(),
+            w.state.clone(),
+            place,
             w.queues.join(","),
-            w.running.to_string(),
+            running,
             format!("{} ago", age(&w.last_seen)),
         ]);
     }
     outln!("{t}")?;
+    Ok(0)
+}
+
+pub async fn worker_drain(args: ClientArgs, id: &str) -> anyhow::Result<u8> {
+    let client = client(&args)?;
+    let worker = client.worker_drain(id).await?;
+    if args.json {
+        output::json(&worker)?;
+    } else {
+        outln!("asked worker {} to drain ({} running); it stops once they are done", worker.id, worker.running)?;
+    }
+    Ok(0)
+}
+
+pub async fn pools(args: ClientArgs) -> anyhow::Result<u8> {
+    let client = client(&args)?;
+    let list = client.pools().await?;
+    if args.json {
+        output::json(&list)?;
+        return Ok(0);
+    }
+    if list.pools.is_empty() {
+        outln!("no pools (declare them as [[pool]] in the config file of wharf serve)")?;
+        return Ok(0);
+    }
+    let mut t = table(&["POOL", "PROVIDER", "BACKLOG", "DESIRED", "ACTUAL", "BUSY", "IDLE", "MIN-MAX", "LAST CHANGE"]);
+    for p in &list.pools {
+        let change = match &p.last_change {
+            Some(c) => format!("{} → {} ({}, {} ago)", c.from, c.desired, c.reason, age(&c.at)),
+            None => String::new(),
+        };
+        let actual =
+            if p.draining > 0 { format!("{} (+{} draining)", p.actual, p.draining) } else { p.actual.to_string() };
+        t.add_row(vec![
+            p.name.clone(),
+            p.provider.clone(),
+            p.backlog.to_string(),
+            p.desired.to_string(),
+            actual,
+            p.busy.to_string(),
+            p.idle.to_string(),
+            format!("{}-{}", p.min, p.max),
+            change,
+        ]);
+    }
+    outln!("{t}")?;
+    for p in list.pools.iter().filter(|p| p.error.is_some()) {
+        outln!("pool {}: {}", p.name, p.error.as_deref().unwrap_or_default())?;
+    }
     Ok(0)
 }
 

@@ -73,8 +73,10 @@ pub enum Command {
     Pause(QueueArg),
     /// Hand out a paused queue's jobs again (same as `wharf queue resume`).
     Resume(QueueArg),
-    /// List the workers connected in the last minute.
-    Workers(ClientArgs),
+    /// List the workers connected in the last minute, or ask one to drain.
+    Workers(WorkersArgs),
+    /// List the autoscaled pools: backlog, desired and actual workers, last decision.
+    Pools(ClientArgs),
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -83,6 +85,31 @@ pub enum Command {
     /// Try a pool's autoscaling: replay an arrival trace in virtual time.
     #[command(subcommand)]
     Scale(scale::ScaleCommand),
+}
+
+/// `wharf workers [drain ID]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WorkersArgs {
+    /// What to do; without one, list the workers.
+    #[command(subcommand)]
+    pub action: Option<WorkersAction>,
+    /// How to reach the server.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// What `wharf workers` can do besides listing.
+#[derive(Debug, Subcommand)]
+pub enum WorkersAction {
+    /// Ask a worker to drain: it leases nothing new and stops once its running jobs are done.
+    Drain {
+        /// The worker's id, as `wharf workers` lists it.
+        id: String,
+        /// How to reach the server.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// How to reach the server, and how to print.
@@ -429,7 +456,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Job(args) => commands::job(args).await,
         Command::Jobs(args) => commands::jobs(args).await,
         Command::Queues(args) => commands::queues(args).await,
-        Command::Workers(args) => commands::workers(args).await,
+        Command::Workers(WorkersArgs { action: None, client }) => commands::workers(client).await,
+        Command::Workers(WorkersArgs { action: Some(WorkersAction::Drain { id, client }), .. }) => {
+            commands::worker_drain(client, &id).await
+        }
+        Command::Pools(args) => commands::pools(args).await,
         Command::Dead(args) => commands::dead(args).await,
         Command::Redrive(args) => commands::redrive(args).await,
         Command::Cancel(args) => commands::cancel(args).await,

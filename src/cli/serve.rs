@@ -125,6 +125,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
     config.insecure_no_auth = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
     config.admin_token_file = args.admin_token_file.clone().or(file.admin_token_file);
     config.hooks = crate::hooks::load_all(file.hook, &|name| std::env::var(name).ok())?;
+    config.pools = crate::scaler::config::load_all(file.pool)?;
     config.tls = match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(crate::config::TlsFiles { cert, key }),
         (None, None) => None,
@@ -246,8 +247,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         durability = ?config.durability,
         "wharf serve is listening"
     );
+    // Local worker processes reach this server on the loopback when it listens everywhere.
+    let reach = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::SocketAddr::from(([127, 0, 0, 1], local.port())),
+        ip if ip.is_unspecified() => std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port())),
+        _ => local,
+    };
+    let process_env = crate::scaler::process::ProcessEnv {
+        server: format!("{scheme}://{reach}"),
+        token: admin.as_deref().map(crate::core::auth::Secret::new),
+        ca_file: config.tls.as_ref().map(|t| t.cert.clone()),
+        node: format!("{:08x}", fastrand::u32(..)),
+    };
+    let providers = crate::scaler::autoscaler::providers(&config.pools, &process_env, &store)?;
     let config = Arc::new(config);
-    let parts = crate::server::Parts { store, events, clock, config, auth: Arc::new(auth), tls };
+    let parts = crate::server::Parts { store, events, clock, config, auth: Arc::new(auth), tls, providers };
     crate::server::serve(listener, parts, shutdown_signal()).await?;
     Ok(())
 }

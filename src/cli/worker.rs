@@ -70,6 +70,29 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
     parse_duration(text).map_err(|e| anyhow!("{flag}: {e}"))
 }
 
+/// A worker started by `wharf serve` for a pool (`WHARF_PARENT_PID` names the server) drains
+/// when that server is gone, instead of outliving it unseen.
+fn drain_when_parent_exits(shutdown: &Shutdown) {
+    let Some(parent) = std::env::var("WHARF_PARENT_PID").ok().and_then(|p| p.parse::<i32>().ok()) else {
+        return;
+    };
+    let drain = shutdown.drain.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = drain.cancelled() => return,
+            }
+            if nix::unistd::getppid().as_raw() != parent {
+                tracing::warn!(parent, "the server that started this worker is gone; draining");
+                drain.cancel();
+                return;
+            }
+        }
+    });
+}
+
 /// Builds the configuration from the flags, refusing bad values with one line each.
 pub fn config(args: &WorkerArgs) -> anyhow::Result<WorkerConfig> {
     for queue in &args.queues {
@@ -103,6 +126,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
     crate::logging::init(log_format);
     let shutdown = Shutdown::on_signals();
+    drain_when_parent_exits(&shutdown);
     let worker = if let Some(command) = &args.exec {
         let exec = Exec::new(command, config.kill_grace).context("cannot start the handler's helper socket")?;
         Worker::new(config, exec)?

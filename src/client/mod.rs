@@ -320,6 +320,21 @@ impl Client {
         Ok(self.call::<(), _>(Method::GET, "/v1/workers", None).await?.1)
     }
 
+    /// Every autoscaled pool.
+    pub async fn pools(&self) -> Result<crate::api::PoolListResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, "/v1/pools", None).await?.1)
+    }
+
+    /// Asks a worker to drain: it leases nothing new and stops once its jobs are done.
+    pub async fn worker_drain(&self, id: &str) -> Result<crate::api::WorkerView, ClientError> {
+        Ok(self.call::<(), _>(Method::POST, &format!("/v1/workers/{}/drain", path_segment(id)), None).await?.1)
+    }
+
+    /// Says a worker stopped: it leaves the list of workers at once.
+    pub async fn worker_leave(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/workers/{}", path_segment(id))).await
+    }
+
     /// Asks for work.
     pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse, ClientError> {
         Ok(self.call(Method::POST, "/v1/lease", Some(req)).await?.1)
@@ -385,4 +400,17 @@ impl Client {
                 .map_err(|e| ClientError::Connect { url: url.clone(), cause: e.to_string() })
         }))
     }
+}
+
+/// `text` as one path segment: every byte but the unreserved ones (RFC 3986) percent-encoded.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -107,6 +107,21 @@ impl ScalePolicy {
     }
 }
 
+/// A queue's share of a pool's backlog: its running jobs, plus the ready ones that could start
+/// now. A paused queue's ready jobs wait for no worker; under a concurrency limit only the
+/// free slots count; under a rate limit, only what the rate lets start within a second.
+pub fn queue_backlog(ready: u64, running: u64, paused: bool, concurrency: Option<u32>, rate: Option<f64>) -> u64 {
+    let mut startable = if paused { 0 } else { ready };
+    if let Some(limit) = concurrency {
+        startable = startable.min(u64::from(limit).saturating_sub(running));
+    }
+    if let Some(rate) = rate {
+        // Saturating float-to-int: a rate above u64::MAX holds nothing back.
+        startable = startable.min(rate.ceil().max(1.0) as u64);
+    }
+    running.saturating_add(startable)
+}
+
 /// What the leader saw of a pool at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
@@ -222,6 +237,17 @@ pub fn decide(policy: &ScalePolicy, state: ScaleState, seen: Observation, now: T
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_queue_backlog_leaves_out_what_waits_for_no_worker() {
+        use super::queue_backlog;
+        assert_eq!(queue_backlog(10, 2, false, None, None), 12, "unlimited: all of it");
+        assert_eq!(queue_backlog(10, 2, true, None, None), 2, "paused: only what still runs");
+        assert_eq!(queue_backlog(10, 2, false, Some(3), None), 3, "one free slot of three");
+        assert_eq!(queue_backlog(10, 5, false, Some(3), None), 5, "over the limit (lowered): no slot");
+        assert_eq!(queue_backlog(10, 0, false, None, Some(2.5)), 3, "what starts within a second");
+        assert_eq!(queue_backlog(10, 0, false, None, Some(0.01)), 1, "a slow rate still starts one");
+    }
+
     use proptest::prelude::*;
 
     use super::*;

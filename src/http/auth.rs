@@ -93,6 +93,11 @@ pub fn requirement(method: &Method, path: &str) -> Option<Requirement> {
             | "/v1/ack",
             false,
         ) => need(Work, LeaseToken),
+        // A worker drains itself on SIGTERM and leaves when it stops; the handler checks that
+        // the caller may work the worker's queues.
+        ("/v1/workers/{id}/drain", false) => need(Work, Handler),
+        ("/v1/workers/{id}", false) if *method == Method::DELETE => need(Work, Handler),
+        ("/v1/pools" | "/v1/pools/{pool}" | "/v1/pools/{pool}/metrics", true) => need(Read, Handler),
         ("/v1/tokens", _) | ("/v1/tokens/{id}", false) => need(Tokens, Unrestricted),
         _ => None,
     }

@@ -77,6 +77,10 @@ problem_codes! {
     HookNotFound => (404, "hook_not_found", "Hook not found"),
     /// No token has this id.
     TokenNotFound => (404, "token_not_found", "Token not found"),
+    /// No worker with this id asked for work within the last minute.
+    WorkerNotFound => (404, "worker_not_found", "Worker not found"),
+    /// No pool has this name.
+    PoolNotFound => (404, "pool_not_found", "Pool not found"),
     /// Tokens cannot be managed while authentication is off.
     AuthOff => (409, "auth_off", "Authentication is off"),
     /// A cross-site request from an origin that is not allowed.
@@ -181,6 +185,9 @@ impl From<StoreError> for ApiError {
             StoreError::QueueNotEmpty { .. } => ApiError::new(ProblemCode::QueueNotEmpty, err.to_string()),
             StoreError::QueueLimit { .. } => ApiError::new(ProblemCode::QueueLimit, err.to_string()),
             StoreError::QueueFull { .. } => ApiError::new(ProblemCode::QueueFull, err.to_string()),
+            StoreError::WorkerNotFound(_) => ApiError::new(ProblemCode::WorkerNotFound, err.to_string()),
+            // Lease requests answer a draining worker with `drain: true`; nothing else asks.
+            StoreError::WorkerDraining(_) => ApiError::new(ProblemCode::IllegalTransition, err.to_string()),
             StoreError::Busy => ApiError::new(ProblemCode::Overloaded, err.to_string()),
             StoreError::Full => ApiError::new(ProblemCode::InsufficientStorage, err.to_string()),
             StoreError::Unavailable(cause) => {

@@ -26,7 +26,7 @@ pub mod sse;
 pub mod views;
 
 use error::{ApiError, ProblemCode};
-use routes::{hooks, jobs, ops, queues, tokens, work};
+use routes::{hooks, jobs, ops, pools, queues, tokens, work};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -67,6 +67,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/lease", post(work::lease))
         .route("/v1/ack", post(work::ack))
         .route("/v1/workers", get(work::workers))
+        .route("/v1/workers/{id}", axum::routing::delete(work::leave))
+        .route("/v1/workers/{id}/drain", post(work::drain))
+        .route("/v1/pools", get(pools::list))
+        .route("/v1/pools/{pool}", get(pools::get))
+        .route("/v1/pools/{pool}/metrics", get(pools::metrics))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/health", get(ops::health))

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::routes::{hooks, jobs, ops, queues, tokens, work};
+use super::routes::{hooks, jobs, ops, pools, queues, tokens, work};
 use super::sse;
 
 #[derive(OpenApi)]
@@ -13,7 +13,9 @@ use super::sse;
         jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel,
         sse::job_events, sse::all_events,
         queues::list, queues::get, queues::put, queues::delete, queues::pause, queues::resume, queues::redrive,
-        work::lease, work::workers, work::heartbeat, work::complete, work::fail, work::release, work::ack,
+        work::lease, work::workers, work::drain, work::leave, work::heartbeat, work::complete, work::fail, work::release,
+        work::ack,
+        pools::list, pools::get, pools::metrics,
         ops::health, ops::ready, ops::metrics, ops::openapi,
         tokens::create, tokens::list, tokens::revoke,
         hooks::receive,
@@ -22,6 +24,7 @@ use super::sse;
         (name = "jobs", description = "Enqueue and follow jobs"),
         (name = "queues", description = "Queue policy, counts and dead letters"),
         (name = "workers", description = "The protocol workers speak"),
+        (name = "pools", description = "Autoscaled worker pools"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "hooks", description = "Webhook ingress, signed by the provider"),

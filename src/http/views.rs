@@ -4,12 +4,12 @@ use serde_json::value::RawValue;
 
 use crate::api::{
     AttemptErrorView, BackoffView, EnqueueRequest, JobEventView, JobSummaryView, JobView, Json, LeasedJobView,
-    PolicyView, QueueView, StateCounts,
+    PolicyView, QueueView, StateCounts, WorkerView,
 };
 use crate::core::validate::JobSpec;
 use crate::core::{Job, JobState, Timestamp};
 use crate::events::JobEvent;
-use crate::store::{JobSummary, LeasedJob, QueueInfo};
+use crate::store::{JobSummary, LeasedJob, QueueInfo, WorkerInfo};
 
 /// JSON text from the store as a raw value. The store only holds JSON that was validated on
 /// the way in, so the fallback (the text as a JSON string) only shows on a damaged row.
@@ -158,5 +158,21 @@ pub fn event(e: &JobEvent) -> JobEventView {
         result,
         error: e.error.clone(),
         run_at: e.run_at.map(time),
+    }
+}
+
+/// A worker as `GET /v1/workers` shows it.
+pub fn worker(w: WorkerInfo) -> WorkerView {
+    WorkerView {
+        id: w.id,
+        host: w.presence.host,
+        pid: w.presence.pid,
+        task_arn: w.presence.task_arn,
+        pod: w.presence.pod,
+        queues: w.queues.iter().map(ToString::to_string).collect(),
+        running: w.running,
+        capacity: w.presence.capacity,
+        state: if w.draining { "draining" } else { "running" }.to_owned(),
+        last_seen: w.last_seen.to_rfc3339(),
     }
 }

@@ -13,7 +13,7 @@ use crate::core::{JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicyPat
 use crate::events::{EventBus, EventKind};
 use crate::store::{
     DeadRedriveParams, JobAckParams, JobCompleteParams, JobFailParams, JobLeaseParams, JobListParams, JobReleaseParams,
-    LeaseHeartbeatParams, LeasedJob, Store, StoreError,
+    LeaseHeartbeatParams, LeasedJob, PoolRecord, Store, StoreError, WorkerPresence,
 };
 
 /// The clock's start in every test: 2026-01-01T00:00:00Z.
@@ -83,6 +83,11 @@ macro_rules! store_conformance_suite {
             reopen_keeps_jobs_leases_and_queues,
             metrics_count_what_happened,
             workers_are_listed_with_their_running_jobs,
+            a_worker_asked_to_drain_gets_no_more_jobs,
+            a_parked_lease_of_a_worker_asked_to_drain_ends_at_once,
+            a_worker_that_leaves_is_gone_at_once,
+            backlog_counts_ready_and_running_jobs_with_the_policy,
+            pool_state_is_kept_by_name,
             the_oldest_ready_job_is_found_across_priorities,
         );
     };
@@ -114,7 +119,7 @@ async fn enqueue(h: &Harness, new: NewJob) -> JobId {
 fn lease_params(queue: &str, max: u32) -> JobLeaseParams {
     JobLeaseParams {
         worker_id: "w1".into(),
-        host: None,
+        presence: Default::default(),
         queues: vec![q(queue)],
         max,
         wait: Duration::ZERO,
@@ -874,26 +879,112 @@ pub async fn workers_are_listed_with_their_running_jobs(h: &Harness) {
     enqueue(h, job("q", "k")).await;
     let mut params = lease_params("q", 1);
     params.worker_id = "pdf-1".into();
-    params.host = Some("ip-10-0-0-7".into());
+    params.presence = WorkerPresence {
+        host: Some("ip-10-0-0-7".into()),
+        pid: Some(4242),
+        task_arn: Some("arn:aws:ecs:us-east-1:123456789012:task/workers/0a1b2c".into()),
+        pod: Some("pdf-worker-7d9f-x2x4q".into()),
+        capacity: Some(4),
+    };
     h.store.job_lease(params.clone()).await.unwrap();
+    let first = params.presence.clone();
     params.worker_id = "pdf-2".into();
-    params.host = None;
+    params.presence = WorkerPresence::default();
     params.queues = vec![q("q"), q("other")];
     h.store.job_lease(params).await.unwrap();
     h.store.job_lease(params_for("pdf-2", &["q", "other"])).await.unwrap();
     let workers = h.store.worker_list().await.unwrap();
-    let summary: Vec<(String, Option<String>, usize, u64)> =
-        workers.iter().map(|w| (w.id.clone(), w.host.clone(), w.queues.len(), w.running)).collect();
-    assert_eq!(summary, vec![("pdf-1".into(), Some("ip-10-0-0-7".into()), 1, 1), ("pdf-2".into(), None, 2, 1)]);
+    let summary: Vec<(String, WorkerPresence, usize, u64, bool)> =
+        workers.iter().map(|w| (w.id.clone(), w.presence.clone(), w.queues.len(), w.running, w.draining)).collect();
+    assert_eq!(
+        summary,
+        vec![("pdf-1".into(), first, 1, 1, false), ("pdf-2".into(), WorkerPresence::default(), 2, 1, false)]
+    );
     advance(h, Duration::from_millis(crate::store::WORKER_TTL_MS + 1)).await;
     // pdf-1's lease (30 s) expired long ago, and neither worker asked again: both are gone.
     assert!(h.store.worker_list().await.unwrap().is_empty());
 }
 
+pub async fn a_worker_asked_to_drain_gets_no_more_jobs(h: &Harness) {
+    enqueue(h, job("q", "k")).await;
+    enqueue(h, job("q", "k")).await;
+    let held = h.store.job_lease(params_for("w1", &["q"])).await.unwrap();
+    assert_eq!(held.len(), 1);
+    h.store.worker_drain("w1".into(), false).await.unwrap();
+    let refused = h.store.job_lease(params_for("w1", &["q"])).await;
+    assert!(matches!(refused, Err(StoreError::WorkerDraining(ref id)) if id == "w1"), "{refused:?}");
+    let listed = h.store.worker_list().await.unwrap();
+    let w1 = listed.iter().find(|w| w.id == "w1").expect("still listed while it finishes its job");
+    assert_eq!((w1.draining, w1.running), (true, 1));
+    // The job it holds is still its to finish; the other goes to another worker.
+    let done = JobCompleteParams { id: held[0].id, lease_token: held[0].lease_token, result: None };
+    h.store.job_complete(done).await.unwrap();
+    assert_eq!(h.store.job_lease(params_for("w2", &["q"])).await.unwrap().len(), 1);
+    // An unknown worker is refused and not remembered, unless the caller says it just started.
+    let ghost = h.store.worker_drain("ghost".into(), false).await;
+    assert!(matches!(ghost, Err(StoreError::WorkerNotFound(_))), "{ghost:?}");
+    assert!(!h.store.worker_list().await.unwrap().iter().any(|w| w.id == "ghost"));
+    h.store.worker_drain("starting".into(), true).await.unwrap();
+    let refused = h.store.job_lease(params_for("starting", &["q"])).await;
+    assert!(matches!(refused, Err(StoreError::WorkerDraining(_))), "{refused:?}");
+}
+
+pub async fn a_parked_lease_of_a_worker_asked_to_drain_ends_at_once(h: &Harness) {
+    let store = Arc::clone(&h.store);
+    let mut params = params_for("w1", &["q"]);
+    params.wait = Duration::from_secs(30);
+    let parked = tokio::spawn(async move { store.job_lease(params).await });
+    // Registered by its own request or by the drain, whichever comes first.
+    h.store.worker_drain("w1".into(), true).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("the parked request ends long before its 30 s wait")
+        .unwrap();
+    assert!(matches!(answer, Err(StoreError::WorkerDraining(_))), "{answer:?}");
+}
+
+pub async fn a_worker_that_leaves_is_gone_at_once(h: &Harness) {
+    h.store.job_lease(params_for("w1", &["q"])).await.unwrap();
+    h.store.job_lease(params_for("w2", &["q"])).await.unwrap();
+    assert!(h.store.worker_leave("w1".into()).await.unwrap());
+    let ids: Vec<String> = h.store.worker_list().await.unwrap().into_iter().map(|w| w.id).collect();
+    assert_eq!(ids, vec!["w2".to_owned()]);
+    assert!(!h.store.worker_leave("w1".into()).await.unwrap(), "a second leave finds nothing");
+    // A worker that comes back under its id is a new one, not draining.
+    assert!(h.store.job_lease(params_for("w1", &["q"])).await.is_ok());
+}
+
+pub async fn backlog_counts_ready_and_running_jobs_with_the_policy(h: &Harness) {
+    for _ in 0..3 {
+        enqueue(h, job("a", "k")).await;
+    }
+    enqueue(h, job("b", "k")).await;
+    enqueue(h, job("other", "k")).await;
+    h.store.job_lease(params_for("w", &["a"])).await.unwrap();
+    let patch = QueuePolicyPatch { paused: Some(true), concurrency: Some(Some(2)), ..Default::default() };
+    h.store.queue_upsert(q("b"), patch).await.unwrap();
+    let mut backlog = h.store.queue_backlog(vec![q("a"), q("b"), q("missing")]).await.unwrap();
+    backlog.sort_by(|x, y| x.queue.as_str().cmp(y.queue.as_str()));
+    let seen: Vec<(&str, u64, u64, bool, Option<u32>)> =
+        backlog.iter().map(|b| (b.queue.as_str(), b.ready, b.running, b.policy.paused, b.policy.concurrency)).collect();
+    assert_eq!(seen, vec![("a", 2, 1, false, None), ("b", 1, 0, true, Some(2))]);
+}
+
+pub async fn pool_state_is_kept_by_name(h: &Harness) {
+    let at = Timestamp::from_millis(1_700_000_000_000);
+    for (name, state) in [("pdf", "{\"v\":1}"), ("video", "{\"v\":2}"), ("pdf", "{\"v\":3}")] {
+        let record = PoolRecord { name: name.into(), state: state.into(), updated_at: at };
+        h.store.pool_put(record).await.unwrap();
+    }
+    let kept: Vec<(String, String)> =
+        h.store.pool_list().await.unwrap().into_iter().map(|r| (r.name, r.state)).collect();
+    assert_eq!(kept, vec![("pdf".into(), "{\"v\":3}".into()), ("video".into(), "{\"v\":2}".into())]);
+}
+
 fn params_for(worker: &str, queues: &[&str]) -> JobLeaseParams {
     JobLeaseParams {
         worker_id: worker.into(),
-        host: None,
+        presence: Default::default(),
         queues: queues.iter().map(|name| q(name)).collect(),
         max: 1,
         wait: Duration::ZERO,

@@ -96,6 +96,12 @@ pub enum StoreError {
     /// A value is out of range.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// The worker was asked to drain: it gets no more jobs.
+    #[error("worker {0} is draining: it leases nothing new")]
+    WorkerDraining(String),
+    /// No worker has this id (none asked for work within the last minute).
+    #[error("worker {0} not found")]
+    WorkerNotFound(String),
     /// Too many operations are waiting; try again shortly.
     #[error("the store is overloaded; retry shortly")]
     Busy,
@@ -210,8 +216,9 @@ pub struct JobPage {
 pub struct JobLeaseParams {
     /// Who asks; recorded on the jobs it gets.
     pub worker_id: String,
-    /// Where the worker runs (a host name), for `GET /v1/workers`.
-    pub host: Option<String>,
+    /// Where the worker runs and how many jobs it runs at once, for `GET /v1/workers` and
+    /// the autoscaler.
+    pub presence: WorkerPresence,
     /// Queues to take from; the highest priority across them goes first.
     pub queues: Vec<QueueName>,
     /// Most jobs to take.
@@ -337,6 +344,30 @@ pub struct Acked {
     pub fail: Vec<StoreResult<Settled>>,
 }
 
+/// What the autoscaler reads of a queue: its waiting work and what holds it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueBacklog {
+    /// The queue.
+    pub queue: QueueName,
+    /// Jobs ready to run.
+    pub ready: u64,
+    /// Jobs running.
+    pub running: u64,
+    /// Its policy (paused, concurrency and rate limits).
+    pub policy: QueuePolicy,
+}
+
+/// An autoscaled pool's state as the leader last wrote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolRecord {
+    /// The pool's name.
+    pub name: String,
+    /// Its state, as JSON (the autoscaler's own format).
+    pub state: String,
+    /// When it was written.
+    pub updated_at: Timestamp,
+}
+
 /// A queue's policy and counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueInfo {
@@ -350,13 +381,32 @@ pub struct QueueInfo {
     pub oldest_ready_at: Option<Timestamp>,
 }
 
+/// What a worker says about itself with each lease request: where it runs, so a scaling
+/// provider can map it to its process, ECS task or pod, and how many jobs it runs at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerPresence {
+    /// Its host name.
+    pub host: Option<String>,
+    /// Its process id on that host.
+    pub pid: Option<u32>,
+    /// The ECS task it runs in.
+    pub task_arn: Option<String>,
+    /// The Kubernetes pod it runs in.
+    pub pod: Option<String>,
+    /// Jobs it runs at once (its `--concurrency`).
+    pub capacity: Option<u32>,
+}
+
 /// A worker that asked for work recently.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerInfo {
     /// Its id.
     pub id: String,
-    /// Where it runs, as it said.
-    pub host: Option<String>,
+    /// Where it runs and its capacity, as it said.
+    pub presence: WorkerPresence,
+    /// Asked to drain (by an operator, the autoscaler or itself on SIGTERM): it leases nothing
+    /// new and stops once its running jobs end.
+    pub draining: bool,
     /// The queues it last asked for.
     pub queues: Vec<QueueName>,
     /// Jobs it holds leases on now.
@@ -477,6 +527,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Workers seen within [`WORKER_TTL_MS`], by id.
     async fn worker_list(&self) -> StoreResult<Vec<WorkerInfo>>;
+
+    /// Ready and running jobs, and the policy, of each of `queues` that exists.
+    async fn queue_backlog(&self, queues: Vec<QueueName>) -> StoreResult<Vec<QueueBacklog>> {
+        Ok(self
+            .queue_list()
+            .await?
+            .into_iter()
+            .filter(|q| queues.contains(&q.name))
+            .map(|q| QueueBacklog {
+                ready: q.counts[JobState::Ready.index()],
+                running: q.counts[JobState::Running.index()],
+                queue: q.name,
+                policy: q.policy,
+            })
+            .collect())
+    }
+
+    /// Stores an autoscaled pool's state, replacing the last.
+    async fn pool_put(&self, record: PoolRecord) -> StoreResult<()>;
+
+    /// Every autoscaled pool's last state, by name.
+    async fn pool_list(&self) -> StoreResult<Vec<PoolRecord>>;
+
+    /// Asks a worker to drain: its lease requests, parked ones included, end with
+    /// [`StoreError::WorkerDraining`] from now on. A worker not seen yet is remembered as
+    /// draining when `even_unseen` (one just started by a scaling provider), else
+    /// [`StoreError::WorkerNotFound`].
+    async fn worker_drain(&self, id: String, even_unseen: bool) -> StoreResult<()>;
+
+    /// Forgets a worker at once (it stopped); false if it was not known. Leases it still
+    /// holds run out as usual.
+    async fn worker_leave(&self, id: String) -> StoreResult<bool>;
 
     /// Counts and totals for `/metrics`.
     async fn metrics(&self) -> StoreResult<MetricsSnapshot>;

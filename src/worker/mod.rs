@@ -14,10 +14,14 @@
 //!
 //! ```text
 //!  running ──SIGTERM──▶ draining ──jobs done──────────────▶ stopped
-//!                          │ └──grace over / 2nd signal──▶ stopping: kill handlers,
-//!                          │                                release their leases ──▶ stopped
-//!   (leases nothing new from the first signal on)
+//!     │                    │ └──grace over / 2nd signal──▶ stopping: kill handlers,
+//!     │                    │                                release their leases ──▶ stopped
+//!     └─lease answer says "drain"─▶ (draining with no time limit until a signal)
+//!   (leases nothing new from then on)
 //! ```
+//!
+//! A worker tells the server where it runs and its capacity with each lease request, says it
+//! is draining on SIGTERM, and leaves the server's list of workers when it stops.
 //!
 //! Each attempt ends in exactly one report: complete (the handler succeeded), fail (it failed,
 //! timed out, or the job was canceled — the server then ends it `canceled`), release (the
@@ -36,6 +40,7 @@ pub mod endpoint;
 pub mod exec;
 mod handler;
 mod health;
+mod presence;
 mod reporter;
 mod runtime;
 

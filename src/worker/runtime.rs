@@ -157,7 +157,8 @@ impl Worker {
         Ok(Worker { config, handler: Arc::new(handler), client })
     }
 
-    /// Runs until `shutdown` has drained (or stopped) every job.
+    /// Runs until `shutdown` (or the server asking it to drain) has drained or stopped
+    /// every job.
     pub async fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
         let Worker { config, handler, client } = self;
         let status = Arc::new(Status::new());
@@ -170,74 +171,113 @@ impl Worker {
             move |reached: bool| status.contact(reached)
         };
         let (reporter, reporter_task) = Reporter::start(client.clone(), contact.clone());
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-        let stop_all = CancellationToken::new();
-        let mut jobs = JoinSet::new();
+        let presence = super::presence::detect().await;
         tracing::info!(
             worker_id = %config.worker_id, server = %config.server, queues = ?config.queues,
-            concurrency = config.concurrency, "worker started"
+            concurrency = config.concurrency, host = ?presence.host, task_arn = ?presence.task_arn, pod = ?presence.pod,
+            "worker started"
         );
-        let host = super::host_name();
+        let request = LeaseRequest {
+            worker_id: config.worker_id.clone(),
+            queues: config.queues.clone(),
+            max: None,
+            wait_ms: Some(config.poll_wait.as_millis() as i64),
+            lease_ms: config.lease.map(|d| d.as_millis() as i64),
+            host: presence.host,
+            pid: Some(i64::from(std::process::id())),
+            task_arn: presence.task_arn,
+            pod: presence.pod,
+            capacity: Some(config.concurrency.max(1) as i64),
+        };
+        let mut lease = Leasing {
+            config: &config,
+            handler,
+            client: &client,
+            reporter: reporter.clone(),
+            status: Arc::clone(&status),
+            stop_all: CancellationToken::new(),
+            jobs: JoinSet::new(),
+        };
+        let asked = lease.run(request, &shutdown).await?;
+        if !asked {
+            // Shown as draining to the autoscaler and `wharf workers` until it is gone.
+            let client = client.clone();
+            let id = config.worker_id.clone();
+            tokio::spawn(async move { tokio::time::timeout(STOP_WAIT, client.worker_drain(&id)).await });
+        }
+        lease.drain(asked, &shutdown).await;
+        // The reporter ends once every handle is gone, after sending what it holds.
+        drop(lease);
+        drop(reporter);
+        let _ = reporter_task.await;
+        // Gone from the list of workers at once, not a minute later.
+        let _ = tokio::time::timeout(STOP_WAIT, client.worker_leave(&config.worker_id)).await;
+        status.set(Phase::Stopped);
+        if let Some(health) = health {
+            health.abort();
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// The running part of a worker: leases jobs into free slots and runs them.
+struct Leasing<'a> {
+    config: &'a WorkerConfig,
+    handler: Arc<dyn Handler>,
+    client: &'a Client,
+    reporter: Reporter,
+    status: Arc<Status>,
+    /// Stops every running attempt (and releases its lease).
+    stop_all: CancellationToken,
+    jobs: JoinSet<()>,
+}
+
+impl Leasing<'_> {
+    /// Leases into free slots until a signal (false) or the server (true) says to drain.
+    async fn run(&mut self, mut request: LeaseRequest, shutdown: &Shutdown) -> std::io::Result<bool> {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut rng = fastrand::Rng::new();
         let mut failed_tries = 0u32;
         loop {
             // Reap finished attempts so the set does not grow.
-            while jobs.try_join_next().is_some() {}
+            while self.jobs.try_join_next().is_some() {}
             let first = tokio::select! {
                 permit = Arc::clone(&slots).acquire_owned() => permit.map_err(std::io::Error::other)?,
-                () = shutdown.drain.cancelled() => break,
+                () = shutdown.drain.cancelled() => return Ok(false),
             };
             let mut permits = vec![first];
             while let Ok(more) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(more);
             }
-            let request = LeaseRequest {
-                worker_id: config.worker_id.clone(),
-                queues: config.queues.clone(),
-                max: Some(permits.len() as i64),
-                wait_ms: Some(config.poll_wait.as_millis() as i64),
-                lease_ms: config.lease.map(|d| d.as_millis() as i64),
-                host: host.clone(),
-            };
+            request.max = Some(permits.len() as i64);
             // Dropping the request on shutdown closes the connection; the server sees the
             // caller gone and hands any job it had just picked back out.
             let sent = tokio::time::Instant::now();
             let answer = tokio::select! {
-                answer = client.lease(&request) => answer,
-                () = shutdown.drain.cancelled() => break,
+                answer = self.client.lease(&request) => answer,
+                () = shutdown.drain.cancelled() => return Ok(false),
             };
             match answer {
                 Ok(answer) => {
-                    status.contact(true);
+                    self.status.contact(true);
                     failed_tries = 0;
                     for job in answer.jobs {
                         let Some(permit) = permits.pop() else { break };
-                        let attempt = Attempt {
-                            handler: Arc::clone(&handler),
-                            client: client.clone(),
-                            reporter: reporter.clone(),
-                            config: config.clone(),
-                            status: Arc::clone(&status),
-                            stop_all: stop_all.clone(),
-                            sent,
-                        };
-                        let span = tracing::info_span!("job", job_id = %job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
-                        jobs.spawn(
-                            async move {
-                                attempt.run(job).await;
-                                drop(permit);
-                            }
-                            .instrument(span),
-                        );
+                        self.start(job, permit, sent);
+                    }
+                    if answer.drain {
+                        tracing::info!("the server asked this worker to drain");
+                        return Ok(true);
                     }
                 }
                 Err(ClientError::Api { status: code, problem }) if code < 500 => {
-                    status.contact(true);
+                    self.status.contact(true);
                     tracing::error!(code = %problem.code, detail = %problem.detail, "the server refused the lease request");
                     sleep_or(&shutdown.drain, Duration::from_secs(5)).await;
                 }
                 Err(err) => {
-                    status.contact(false);
+                    self.status.contact(false);
                     failed_tries = failed_tries.saturating_add(1);
                     let pause = super::reporter::RECONNECT.delay_ms(failed_tries, &mut rng);
                     tracing::warn!(error = %err, retry_in_ms = pause, "cannot reach the server; retrying");
@@ -245,44 +285,70 @@ impl Worker {
                 }
             }
         }
+    }
 
-        status.set(Phase::Draining);
-        let running = status.running.load(Ordering::Acquire);
-        tracing::info!(running, grace_ms = config.grace.as_millis() as u64, "draining");
+    /// Runs one leased job in the slot `permit` holds.
+    fn start(&mut self, job: LeasedJobView, permit: tokio::sync::OwnedSemaphorePermit, sent: tokio::time::Instant) {
+        let attempt = Attempt {
+            handler: Arc::clone(&self.handler),
+            client: self.client.clone(),
+            reporter: self.reporter.clone(),
+            config: self.config.clone(),
+            status: Arc::clone(&self.status),
+            stop_all: self.stop_all.clone(),
+            sent,
+        };
+        let span =
+            tracing::info_span!("job", job_id = %job.id, queue = %job.queue, kind = %job.kind, attempt = job.attempt);
+        self.jobs.spawn(
+            async move {
+                attempt.run(job).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Lets running jobs finish: without a time limit when the server asked (`asked`), else
+    /// within the grace period (which a signal during an asked drain starts too). Past it, or
+    /// on a second signal, stops them and releases their leases.
+    async fn drain(&mut self, asked: bool, shutdown: &Shutdown) {
+        self.status.set(Phase::Draining);
+        let running = self.status.running.load(Ordering::Acquire);
+        tracing::info!(running, grace_ms = self.config.grace.as_millis() as u64, asked, "draining");
+        let grace = async {
+            if asked {
+                shutdown.drain.cancelled().await;
+            }
+            tokio::time::sleep(self.config.grace).await;
+        };
+        let jobs = &mut self.jobs;
         let drained = async { while jobs.join_next().await.is_some() {} };
         tokio::pin!(drained);
         let finished = tokio::select! {
             () = &mut drained => true,
-            () = tokio::time::sleep(config.grace) => {
-                tracing::warn!(running = status.running.load(Ordering::Acquire), "grace period over: stopping running jobs and releasing them");
+            () = grace => {
+                tracing::warn!(running = self.status.running.load(Ordering::Acquire), "grace period over: stopping running jobs and releasing them");
                 false
             }
             () = shutdown.now.cancelled() => false,
         };
-        status.set(Phase::Stopping);
-        stop_all.cancel();
+        self.status.set(Phase::Stopping);
+        self.stop_all.cancel();
         // Stopped handlers release their leases. Reports that go through land however long
         // they take; a server that cannot be reached gets a second, then the leases left
         // run out on the server instead.
-        reporter.give_up_by(tokio::time::Instant::now() + STOP_WAIT);
+        self.reporter.give_up_by(tokio::time::Instant::now() + STOP_WAIT);
         if !finished {
             drained.await;
         }
-        let unreleased = status.unreleased.load(Ordering::Acquire);
+        let unreleased = self.status.unreleased.load(Ordering::Acquire);
         if unreleased > 0 {
             tracing::warn!(
                 unreleased,
                 "could not release every lease in time; the server hands those jobs out again when their leases run out"
             );
         }
-        drop(reporter);
-        let _ = reporter_task.await;
-        status.set(Phase::Stopped);
-        if let Some(health) = health {
-            health.abort();
-        }
-        tracing::info!("worker stopped");
-        Ok(())
     }
 }
 

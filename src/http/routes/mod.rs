@@ -4,6 +4,7 @@
 pub(super) mod hooks;
 pub(super) mod jobs;
 pub(super) mod ops;
+pub(super) mod pools;
 pub(super) mod queues;
 pub(super) mod tokens;
 pub(super) mod work;

@@ -36,7 +36,10 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
     // A token limited to some queues sees the series of those queues.
     snapshot.queues.retain(|q| caller.sees(&q.queue));
     let leading = state.leading.load(std::sync::atomic::Ordering::Relaxed);
-    let mut response = crate::metrics::with_leader(crate::metrics::render(snapshot), leading).into_response();
+    let mut pools = crate::scaler::autoscaler::views(&*state.store, &state.config.pools, state.clock.now()).await?;
+    pools.retain(|p| p.queues.iter().any(|q| caller.sees(q)));
+    let rendered = crate::metrics::with_leader(crate::metrics::render(snapshot), leading);
+    let mut response = crate::metrics::with_pools(rendered, &pools).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

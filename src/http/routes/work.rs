@@ -1,7 +1,7 @@
 //! The worker protocol: lease, heartbeat, complete, fail, release, and batched acknowledgement.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 
 use crate::api::{
     AckItemResult, AckRequest, AckResponse, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse,
@@ -11,12 +11,12 @@ use crate::core::validate::{self, MAX_DELAY_MS, MAX_LEASE_BATCH, MAX_LEASE_MS, M
 use crate::core::{Invalid, JobId, QueueName};
 use crate::http::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ProblemCode};
 use crate::http::extract::{ApiJson, JobPath, job_id, lease_token};
 use crate::http::views;
 use crate::store::{
     JobAckParams, JobCompleteParams, JobFailParams, JobLeaseParams, JobReleaseParams, LeaseHeartbeatParams, Settled,
-    StoreError,
+    StoreError, WorkerInfo, WorkerPresence,
 };
 
 /// Most queues one lease request may name.
@@ -51,10 +51,16 @@ pub async fn lease(
     let max = validate::range("max", req.max.unwrap_or(1), 1, MAX_LEASE_BATCH)? as u32;
     let wait_ms = validate::range("wait_ms", req.wait_ms.unwrap_or(0), 0, MAX_WAIT_MS)?;
     let lease_ms = req.lease_ms.map(|ms| validate::range("lease_ms", ms, MIN_LEASE_MS, MAX_LEASE_MS)).transpose()?;
-    let host = req.host.map(|h| validate::name("host", h)).transpose()?;
+    let presence = WorkerPresence {
+        host: req.host.map(|h| validate::name("host", h)).transpose()?,
+        pid: req.pid.map(|pid| validate::range("pid", pid, 1, i32::MAX as u64)).transpose()?.map(|p| p as u32),
+        task_arn: req.task_arn.map(|t| validate::name("task_arn", t)).transpose()?,
+        pod: req.pod.map(|p| validate::name("pod", p)).transpose()?,
+        capacity: req.capacity.map(|c| validate::range("capacity", c, 1, 10_000)).transpose()?.map(|c| c as u32),
+    };
     let params = JobLeaseParams {
         worker_id,
-        host,
+        presence,
         queues,
         max,
         wait: std::time::Duration::from_millis(wait_ms),
@@ -63,14 +69,19 @@ pub async fn lease(
     };
     // A parked long poll must not hold up shutdown: answer empty. The store sees the caller gone
     // and drops the request; if it had just leased jobs to it, it releases them.
-    let jobs = tokio::select! {
-        jobs = state.store.job_lease(params) => jobs?,
-        () = state.shutdown.cancelled() => Vec::new(),
+    let leased = tokio::select! {
+        leased = state.store.job_lease(params) => leased,
+        () = state.shutdown.cancelled() => Ok(Vec::new()),
     };
-    Ok(Json(LeaseResponse { jobs: jobs.into_iter().map(|job| views::leased(job, received)).collect() }))
+    let (jobs, drain) = match leased {
+        Ok(jobs) => (jobs, false),
+        Err(StoreError::WorkerDraining(_)) => (Vec::new(), true),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(Json(LeaseResponse { jobs: jobs.into_iter().map(|job| views::leased(job, received)).collect(), drain }))
 }
 
-/// Workers that asked for work (or sent a heartbeat) in the last minute.
+/// Workers that asked for work in the last minute.
 #[utoipa::path(get, path = "/v1/workers", tag = "workers", responses((status = 200, body = WorkerListResponse)))]
 pub async fn workers(State(state): State<AppState>, caller: Caller) -> Result<Json<WorkerListResponse>, ApiError> {
     let workers = state.store.worker_list().await?;
@@ -78,16 +89,60 @@ pub async fn workers(State(state): State<AppState>, caller: Caller) -> Result<Js
         workers: workers
             .into_iter()
             // A token limited to some queues sees the workers of those queues.
-            .filter(|w| w.queues.iter().any(|q| caller.sees(q.as_str())))
-            .map(|w| WorkerView {
-                id: w.id,
-                host: w.host,
-                queues: w.queues.iter().map(ToString::to_string).collect(),
-                running: w.running,
-                last_seen: w.last_seen.to_rfc3339(),
-            })
+            .filter(|w| w.queues.iter().any(|q| caller.sees(q.as_str())) || caller.queues.is_all())
+            .map(views::worker)
             .collect(),
     }))
+}
+
+/// The worker `id`, if the caller may see it: it asks for a queue the caller may use (a
+/// worker that has not asked for any yet, only an unrestricted caller).
+async fn worker_of(state: &AppState, caller: &Caller, id: &str) -> Result<Option<WorkerInfo>, ApiError> {
+    let worker = state.store.worker_list().await?.into_iter().find(|w| w.id == id);
+    match worker {
+        Some(w) if w.queues.iter().any(|q| caller.sees(q.as_str())) || caller.queues.is_all() => Ok(Some(w)),
+        Some(_) => Err(ApiError::new(ProblemCode::Forbidden, "this token may not act on this worker's queues")),
+        None => Ok(None),
+    }
+}
+
+/// Ask one worker to drain: it leases nothing new (its parked lease request ends at once,
+/// answered `drain: true`) and stops once the jobs it holds are done.
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/drain", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses((status = 200, body = WorkerView), (status = 404, body = Problem))
+)]
+pub async fn drain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerView>, ApiError> {
+    if worker_of(&state, &caller, &id).await?.is_none() {
+        return Err(StoreError::WorkerNotFound(id).into());
+    }
+    state.store.worker_drain(id.clone(), false).await?;
+    match worker_of(&state, &caller, &id).await? {
+        Some(worker) => Ok(Json(views::worker(worker))),
+        None => Err(StoreError::WorkerNotFound(id).into()),
+    }
+}
+
+/// A worker that stops says so, and leaves `GET /v1/workers` at once.
+#[utoipa::path(
+    delete, path = "/v1/workers/{id}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses((status = 204), (status = 404, body = Problem))
+)]
+pub async fn leave(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    if worker_of(&state, &caller, &id).await?.is_none() || !state.store.worker_leave(id.clone()).await? {
+        return Err(StoreError::WorkerNotFound(id).into());
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// Extend a lease and report progress; learn whether the job was canceled.

@@ -71,7 +71,8 @@ use crate::store::columns::{errors_from, metadata_from, metadata_to};
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, Leadership, LeaseHeartbeatParams, LeasedJob,
-    QueueInfo, Settled, Store, StoreError, StoreResult, TokenRecord, WORKER_TTL_MS, WorkerInfo,
+    PoolRecord, QueueBacklog, QueueInfo, Settled, Store, StoreError, StoreResult, TokenRecord, WORKER_TTL_MS,
+    WorkerInfo, WorkerPresence,
 };
 
 /// How the PostgreSQL store is set up.
@@ -134,8 +135,9 @@ pub struct PgStore {
     connector: Connector,
     /// Bumped when a notification says work became ready: long polls wait on it.
     ready: watch::Receiver<u64>,
-    /// When this node last wrote each worker's row: at most once a second per worker.
-    workers_written: Mutex<HashMap<String, Timestamp>>,
+    /// When this node last wrote each worker's row (at most once a second per worker), and
+    /// whether the row said it is draining.
+    workers_written: Mutex<HashMap<String, (Timestamp, bool)>>,
     /// The connection that asks for the leader lock, and whether it holds it: kept open between
     /// tries, so a follower does not connect anew every tick.
     leader: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
@@ -871,9 +873,6 @@ impl PgStore {
         candidates.truncate(fits.max(1));
         if candidates.is_empty() {
             db!(tx.commit());
-            // Give the connection back first: the visit takes another.
-            drop(client);
-            self.worker_seen(params, now).await;
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = candidates.iter().map(|c| c.2).collect();
@@ -923,8 +922,6 @@ impl PgStore {
             }
         }
         self.commit(tx, changes).await?;
-        drop(client);
-        self.worker_seen(params, now).await;
         Ok(leased)
     }
 
@@ -986,7 +983,6 @@ impl PgStore {
         }
         let bytes = changes.events.len() * batcher::EVENT_BYTES;
         self.committed(seq.map(|seq| (seq, changes.events, bytes)), changes.counted);
-        self.worker_seen(params, now).await;
         Ok(Some(leased))
     }
 
@@ -1034,21 +1030,46 @@ impl PgStore {
         })
     }
 
-    /// Records a worker's visit, at most once a second per worker from this node.
-    async fn worker_seen(&self, params: &JobLeaseParams, now: Timestamp) {
+    /// Records a worker's visit (at most once a second per worker from this node) and answers
+    /// whether it was asked to drain, as its row said at the last visit written.
+    async fn worker_seen(&self, params: &JobLeaseParams) -> bool {
+        let now = self.now();
         {
             let mut written = self.workers_written.lock().unwrap_or_else(|p| p.into_inner());
-            if written.get(&params.worker_id).is_some_and(|at| now.millis_since(*at) < 1_000) {
-                return;
+            if let Some(&(at, draining)) = written.get(&params.worker_id)
+                && now.millis_since(at) < 1_000
+            {
+                return draining;
             }
-            written.insert(params.worker_id.clone(), now);
+            // Ids are the callers' choice: forget the ones gone quiet before they pile up.
+            if written.len() >= 10_000 {
+                written.retain(|_, (at, _)| now.millis_since(*at) < WORKER_TTL_MS);
+            }
+            let draining = written.get(&params.worker_id).is_some_and(|&(_, d)| d);
+            written.insert(params.worker_id.clone(), (now, draining));
         }
         let queues = params.queues.iter().map(QueueName::as_str).collect::<Vec<_>>().join(",");
-        if let Ok(client) = self.client().await
-            && let Err(err) =
-                client.execute(sql::WORKER_SEEN, &[&params.worker_id, &params.host, &queues, &now.as_millis()]).await
-        {
-            tracing::debug!(error = %err, "could not record a worker's visit");
+        let p = &params.presence;
+        let pid = p.pid.map(|pid| pid.min(i32::MAX as u32) as i32);
+        let capacity = p.capacity.map(|c| c.min(i32::MAX as u32) as i32);
+        let visit = async {
+            let client = self.client().await?;
+            let row = db!(client.query_one(
+                &prep!(client, sql::WORKER_SEEN),
+                &[&params.worker_id, &p.host, &queues, &now.as_millis(), &pid, &p.task_arn, &p.pod, &capacity]
+            ));
+            Ok::<bool, StoreError>(row.get(0))
+        };
+        match visit.await {
+            Ok(draining) => {
+                let mut written = self.workers_written.lock().unwrap_or_else(|p| p.into_inner());
+                written.insert(params.worker_id.clone(), (now, draining));
+                draining
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "could not record a worker's visit");
+                false
+            }
         }
     }
 
@@ -1467,6 +1488,11 @@ impl Store for PgStore {
         let mut ready = self.ready.clone();
         loop {
             ready.borrow_and_update();
+            // Checked on every try, so a drain asked on another node ends a long poll within a
+            // second.
+            if self.worker_seen(&params).await {
+                return Err(StoreError::WorkerDraining(params.worker_id));
+            }
             let leased = self.lease_once(&params).await?;
             if !leased.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(leased);
@@ -1772,12 +1798,82 @@ impl Store for PgStore {
             .iter()
             .map(|r| WorkerInfo {
                 id: r.get(0),
-                host: r.get(1),
+                presence: WorkerPresence {
+                    host: r.get(1),
+                    pid: r.get::<_, Option<i32>>(5).map(|v| v.max(0) as u32),
+                    task_arn: r.get(6),
+                    pod: r.get(7),
+                    capacity: r.get::<_, Option<i32>>(8).map(|v| v.max(0) as u32),
+                },
+                draining: r.get(9),
                 queues: r.get::<_, String>(2).split(',').filter_map(|q| QueueName::parse(q).ok()).collect(),
                 last_seen: Timestamp::from_millis(r.get(3)),
                 running: r.get::<_, i64>(4).max(0) as u64,
             })
             .collect())
+    }
+
+    async fn queue_backlog(&self, queues: Vec<QueueName>) -> StoreResult<Vec<QueueBacklog>> {
+        let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+        let client = self.client().await?;
+        // Counted from the (queue, state) index: the cost follows the waiting and running jobs,
+        // not the finished ones.
+        let counts = db!(client.query(&prep!(client, sql::BACKLOG_COUNTS), &[&names]));
+        let mut out: Vec<QueueBacklog> = db!(client.query(&prep!(client, sql::QUEUES_OF), &[&names]))
+            .iter()
+            .filter_map(|r| {
+                let queue = QueueName::parse(r.get::<_, &str>(0)).ok()?;
+                Some(QueueBacklog { queue, ready: 0, running: 0, policy: policy(r) })
+            })
+            .collect();
+        for row in counts {
+            let (queue, state, n): (&str, &str, i64) = (row.get(0), row.get(1), row.get(2));
+            if let Some(q) = out.iter_mut().find(|q| q.queue.as_str() == queue) {
+                match state {
+                    "ready" => q.ready = n.max(0) as u64,
+                    _ => q.running = n.max(0) as u64,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn pool_put(&self, record: PoolRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        db!(client
+            .execute(&prep!(client, sql::POOL_PUT), &[&record.name, &record.state, &record.updated_at.as_millis()]));
+        Ok(())
+    }
+
+    async fn pool_list(&self) -> StoreResult<Vec<PoolRecord>> {
+        let client = self.client().await?;
+        Ok(db!(client.query(&prep!(client, sql::POOLS), &[]))
+            .iter()
+            .map(|r| PoolRecord { name: r.get(0), state: r.get(1), updated_at: Timestamp::from_millis(r.get(2)) })
+            .collect())
+    }
+
+    async fn worker_drain(&self, id: String, even_unseen: bool) -> StoreResult<()> {
+        let now = self.now();
+        let client = self.client().await?;
+        if even_unseen {
+            db!(client.execute(&prep!(client, sql::WORKER_DRAIN_UNSEEN), &[&id, &now.as_millis()]));
+        } else {
+            let since = now.as_millis().saturating_sub(WORKER_TTL_MS as i64);
+            if db!(client.execute(&prep!(client, sql::WORKER_DRAIN), &[&id, &since])) == 0 {
+                return Err(StoreError::WorkerNotFound(id));
+            }
+        }
+        // This node's next look at the worker reads the row again.
+        self.workers_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        Ok(())
+    }
+
+    async fn worker_leave(&self, id: String) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let gone = db!(client.execute(&prep!(client, sql::WORKER_LEAVE), &[&id])) > 0;
+        self.workers_written.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        Ok(gone)
     }
 
     async fn metrics(&self) -> StoreResult<MetricsSnapshot> {
@@ -1995,7 +2091,7 @@ mod tests {
     fn ask(worker: &str, max: u32) -> JobLeaseParams {
         JobLeaseParams {
             worker_id: worker.into(),
-            host: None,
+            presence: crate::store::WorkerPresence::default(),
             queues: vec![QueueName::parse("q").unwrap()],
             max,
             wait: Duration::ZERO,

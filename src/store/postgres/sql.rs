@@ -8,7 +8,8 @@
 //! node's memory.
 
 /// Versioned schema migrations, applied in order at start under an advisory lock.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_workers_pools.sql")];
 
 /// The advisory lock key of migrations (any constant; "wharf" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x0077_6861_7266;
@@ -320,16 +321,38 @@ pub(super) const SCHEMA_SIZE: &str = "SELECT COALESCE(sum(pg_total_relation_size
 /// Forgets events older than the replay window.
 pub(super) const EVENTS_PRUNE: &str = "DELETE FROM wharf.events WHERE at < $1";
 
-/// A worker seen by this node.
-pub(super) const WORKER_SEEN: &str = "INSERT INTO wharf.workers (id, host, queues, last_seen) VALUES ($1, $2, $3, $4) \
+/// A worker seen by this node; answers whether it was asked to drain.
+pub(super) const WORKER_SEEN: &str = "INSERT INTO wharf.workers \
+     (id, host, queues, last_seen, pid, task_arn, pod, capacity) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (id) DO UPDATE SET host = excluded.host, queues = excluded.queues, \
-     last_seen = GREATEST(wharf.workers.last_seen, excluded.last_seen)";
-/// Workers seen recently, with the jobs each holds.
+     last_seen = GREATEST(wharf.workers.last_seen, excluded.last_seen), pid = excluded.pid, \
+     task_arn = excluded.task_arn, pod = excluded.pod, capacity = excluded.capacity \
+     RETURNING draining";
+/// Workers seen recently or holding a lease (busy with long jobs, asking for no work), with
+/// the jobs each holds.
 pub(super) const WORKERS_RECENT: &str = "SELECT w.id, w.host, w.queues, w.last_seen, \
-     (SELECT count(*) FROM wharf.jobs j WHERE j.state = 'running' AND j.worker_id = w.id) \
-     FROM wharf.workers w WHERE w.last_seen >= $1 ORDER BY w.id";
+     (SELECT count(*) FROM wharf.jobs j WHERE j.state = 'running' AND j.worker_id = w.id), \
+     w.pid, w.task_arn, w.pod, w.capacity, w.draining \
+     FROM wharf.workers w WHERE w.last_seen >= $1 \
+     OR EXISTS (SELECT 1 FROM wharf.jobs j WHERE j.state = 'running' AND j.worker_id = w.id) ORDER BY w.id";
+/// Asks a worker seen since `$2` to drain.
+pub(super) const WORKER_DRAIN: &str = "UPDATE wharf.workers SET draining = true WHERE id = $1 AND last_seen >= $2";
+/// Asks a worker to drain, remembering it if it was never seen (just started).
+pub(super) const WORKER_DRAIN_UNSEEN: &str = "INSERT INTO wharf.workers (id, queues, last_seen, draining) \
+     VALUES ($1, '', $2, true) ON CONFLICT (id) DO UPDATE SET draining = true";
+/// Forgets a worker that stopped.
+pub(super) const WORKER_LEAVE: &str = "DELETE FROM wharf.workers WHERE id = $1";
+/// Ready and running jobs of some queues, for the autoscaler.
+pub(super) const BACKLOG_COUNTS: &str = "SELECT queue, state, count(*) FROM wharf.jobs \
+     WHERE queue = ANY($1) AND state IN ('ready', 'running') GROUP BY queue, state";
+/// Stores a pool's scaling state.
+pub(super) const POOL_PUT: &str = "INSERT INTO wharf.pools (name, state, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at";
+/// Every pool's scaling state.
+pub(super) const POOLS: &str = "SELECT name, state, updated_at FROM wharf.pools ORDER BY name";
 /// Forgets workers not seen for long.
-pub(super) const WORKERS_PRUNE: &str = "DELETE FROM wharf.workers WHERE last_seen < $1";
+pub(super) const WORKERS_PRUNE: &str = "DELETE FROM wharf.workers w WHERE w.last_seen < $1 \
+     AND NOT EXISTS (SELECT 1 FROM wharf.jobs j WHERE j.state = 'running' AND j.worker_id = w.id)";
 
 /// Stores a token.
 pub(super) const TOKEN_INSERT: &str =

@@ -92,6 +92,8 @@ pub(super) enum Command {
     Maintain { reply: Reply<()> },
     Metrics { reply: Reply<MetricsSnapshot> },
     Workers { reply: Reply<Vec<WorkerInfo>> },
+    WorkerDrain { id: String, even_unseen: bool, reply: Reply<()> },
+    WorkerLeave { id: String, reply: Reply<bool> },
     Ping { reply: Reply<()> },
     Shutdown { reply: Reply<()> },
 }
@@ -123,6 +125,8 @@ impl Command {
             Command::Maintain { reply } => drop(reply.send(Err(err))),
             Command::Metrics { reply } => drop(reply.send(Err(err))),
             Command::Workers { reply } => drop(reply.send(Err(err))),
+            Command::WorkerDrain { reply, .. } => drop(reply.send(Err(err))),
+            Command::WorkerLeave { reply, .. } => drop(reply.send(Err(err))),
             Command::Ping { reply } => drop(reply.send(Err(err))),
             Command::Shutdown { reply } => drop(reply.send(Err(err))),
         }
@@ -611,6 +615,9 @@ impl Engine {
                 let page = self.list(params);
                 cx.settle(reply, page)?;
             }
+            Command::Lease { reply, params, .. } if self.mem.worker_draining(&params.worker_id) => {
+                cx.answer(reply, Err(StoreError::WorkerDraining(params.worker_id)));
+            }
             Command::Lease { params, deadline, reply } => match self.lease(&params, cx) {
                 Ok(jobs) if jobs.is_empty() && !self.stop_waiting && deadline > Instant::now() => {
                     self.waiters.push(Waiter { params, deadline, reply });
@@ -693,6 +700,25 @@ impl Engine {
             Command::Workers { reply } => {
                 let workers = self.workers(cx.now);
                 cx.answer(reply, Ok(workers));
+            }
+            Command::WorkerDrain { id, even_unseen, reply } => {
+                let known = self.mem.worker_drain(&id, even_unseen, cx.now);
+                if known || even_unseen {
+                    // Its parked lease requests end now rather than at their deadline.
+                    let (ended, kept) =
+                        std::mem::take(&mut self.waiters).into_iter().partition(|w| w.params.worker_id == id);
+                    self.waiters = kept;
+                    for waiter in ended {
+                        cx.answer(waiter.reply, Err(StoreError::WorkerDraining(id.clone())));
+                    }
+                    cx.answer(reply, Ok(()));
+                } else {
+                    cx.answer(reply, Err(StoreError::WorkerNotFound(id)));
+                }
+            }
+            Command::WorkerLeave { id, reply } => {
+                let known = self.mem.workers.remove(id.as_str()).is_some();
+                cx.answer(reply, Ok(known));
             }
             // Taken out of the batch by `run`.
             Command::Shutdown { reply } => cx.answer(reply, Ok(())),
@@ -916,7 +942,7 @@ impl Engine {
 
     fn lease(&mut self, params: &JobLeaseParams, cx: &mut Batch) -> Tx<Vec<LeasedJob>> {
         let now = cx.now;
-        let worker = self.mem.worker_seen(&params.worker_id, params.host.as_deref(), &params.queues, now);
+        let worker = self.mem.worker_seen(&params.worker_id, &params.presence, &params.queues, now);
         let queues: Vec<usize> = params.queues.iter().filter_map(|q| self.mem.queue_index(q.as_str())).collect();
         let mut room: Vec<u64> = queues.iter().map(|&i| self.mem.queues[i].startable(now)).collect();
         let mut out = Vec::new();
@@ -1521,7 +1547,8 @@ impl Engine {
             .iter()
             .map(|(id, seen)| WorkerInfo {
                 id: id.to_string(),
-                host: seen.host.clone(),
+                presence: seen.presence.clone(),
+                draining: seen.draining,
                 queues: seen.queues.clone(),
                 running: running.get(&**id).copied().unwrap_or(0),
                 last_seen: seen.last_seen,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::core::{JobState, LeaseToken, QueueName, QueuePolicy, Timestamp};
 use crate::metrics::QueueCounters;
+use crate::store::WorkerPresence;
 
 /// Orders ready jobs: highest priority first, then earliest ready time, then lowest id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,9 +147,10 @@ impl QueueMem {
 /// What the store remembers of a worker.
 #[derive(Clone, Debug)]
 pub(super) struct WorkerSeen {
-    pub host: Option<String>,
+    pub presence: WorkerPresence,
     pub queues: Vec<QueueName>,
     pub last_seen: Timestamp,
+    pub draining: bool,
 }
 
 /// A lease held in memory: enough to fence, extend and expire it without a query.
@@ -244,12 +246,23 @@ impl Memory {
     /// Forgets workers not seen within the TTL; returns how many remain.
     pub fn workers_connected(&mut self, now: Timestamp) -> u64 {
         let horizon = Timestamp::from_millis(now.as_millis() - crate::store::WORKER_TTL_MS as i64);
-        self.workers.retain(|_, seen| seen.last_seen >= horizon);
+        if self.workers.values().any(|seen| seen.last_seen < horizon) {
+            // A worker busy with long jobs asks for no work, but its leases' heartbeats say it
+            // is there.
+            let holding: std::collections::HashSet<&str> = self.leases.values().map(|l| &*l.worker).collect();
+            self.workers.retain(|id, seen| seen.last_seen >= horizon || holding.contains(&**id));
+        }
         self.workers.len() as u64
     }
 
     /// Records a lease request from a worker; returns its shared id for the leases it gets.
-    pub fn worker_seen(&mut self, id: &str, host: Option<&str>, queues: &[QueueName], now: Timestamp) -> Arc<str> {
+    pub fn worker_seen(
+        &mut self,
+        id: &str,
+        presence: &WorkerPresence,
+        queues: &[QueueName],
+        now: Timestamp,
+    ) -> Arc<str> {
         if let Some((key, _)) = self.workers.get_key_value(id) {
             let key = Arc::clone(key);
             let seen = self.workers.get_mut(&key).expect("just found");
@@ -257,17 +270,36 @@ impl Memory {
             if seen.queues.as_slice() != queues {
                 seen.queues = queues.to_vec();
             }
-            if host.is_some() && seen.host.as_deref() != host {
-                seen.host = host.map(str::to_owned);
+            if seen.presence != *presence {
+                seen.presence = presence.clone();
             }
             return key;
         }
         let key: Arc<str> = Arc::from(id);
         self.workers.insert(
             Arc::clone(&key),
-            WorkerSeen { host: host.map(str::to_owned), queues: queues.to_vec(), last_seen: now },
+            WorkerSeen { presence: presence.clone(), queues: queues.to_vec(), last_seen: now, draining: false },
         );
         key
+    }
+
+    /// Whether the worker was asked to drain.
+    pub fn worker_draining(&self, id: &str) -> bool {
+        self.workers.get(id).is_some_and(|seen| seen.draining)
+    }
+
+    /// Marks a worker draining; false if it was not known (and `even_unseen` did not add it).
+    pub fn worker_drain(&mut self, id: &str, even_unseen: bool, now: Timestamp) -> bool {
+        if let Some(seen) = self.workers.get_mut(id) {
+            seen.draining = true;
+            return true;
+        }
+        if even_unseen {
+            let seen =
+                WorkerSeen { presence: WorkerPresence::default(), queues: Vec::new(), last_seen: now, draining: true };
+            self.workers.insert(Arc::from(id), seen);
+        }
+        false
     }
 }
 

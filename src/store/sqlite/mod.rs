@@ -25,8 +25,8 @@ use crate::events::EventBus;
 use crate::metrics::MetricsSnapshot;
 use crate::store::{
     Acked, Canceled, DeadRedriveParams, Heartbeat, Inserted, JobAckParams, JobCompleteParams, JobFailParams,
-    JobLeaseParams, JobListParams, JobPage, JobReleaseParams, LeaseHeartbeatParams, LeasedJob, QueueInfo, Settled,
-    Store, StoreError, StoreResult, TokenRecord, WorkerInfo,
+    JobLeaseParams, JobListParams, JobPage, JobReleaseParams, LeaseHeartbeatParams, LeasedJob, PoolRecord, QueueInfo,
+    Settled, Store, StoreError, StoreResult, TokenRecord, WorkerInfo,
 };
 
 mod checkpoint;
@@ -112,6 +112,9 @@ pub enum OpenError {
 pub struct SqliteStore {
     tx: SyncSender<Command>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Autoscaled pools' state: in memory, as this one node is always their leader and its
+    /// worker processes do not outlive it.
+    pools: Mutex<std::collections::BTreeMap<String, PoolRecord>>,
 }
 
 impl SqliteStore {
@@ -181,7 +184,7 @@ impl SqliteStore {
                     source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
                 }
             })?;
-        Ok(SqliteStore { tx, thread: Mutex::new(Some(thread)) })
+        Ok(SqliteStore { tx, thread: Mutex::new(Some(thread)), pools: Mutex::default() })
     }
 
     async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Command) -> StoreResult<T> {
@@ -333,6 +336,23 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Workers { reply }).await
     }
 
+    async fn pool_put(&self, record: PoolRecord) -> StoreResult<()> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).insert(record.name.clone(), record);
+        Ok(())
+    }
+
+    async fn pool_list(&self) -> StoreResult<Vec<PoolRecord>> {
+        Ok(self.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect())
+    }
+
+    async fn worker_drain(&self, id: String, even_unseen: bool) -> StoreResult<()> {
+        self.call(|reply| Command::WorkerDrain { id, even_unseen, reply }).await
+    }
+
+    async fn worker_leave(&self, id: String) -> StoreResult<bool> {
+        self.call(|reply| Command::WorkerLeave { id, reply }).await
+    }
+
     async fn metrics(&self) -> StoreResult<MetricsSnapshot> {
         self.call(|reply| Command::Metrics { reply }).await
     }
@@ -408,7 +428,7 @@ mod tests {
         store.job_insert(job).await.unwrap();
         let params = JobLeaseParams {
             worker_id: "w".into(),
-            host: None,
+            presence: Default::default(),
             queues: vec![QueueName::parse("q").unwrap()],
             max: 1,
             wait: Duration::ZERO,
