@@ -15,6 +15,7 @@ mod first_run;
 mod hostile;
 mod ingress;
 mod multinode;
+mod providers;
 mod quickstart;
 mod security;
 mod soak;

@@ -135,6 +135,11 @@ pub fn providers(
                 ProviderConfig::Process { command } => {
                     Ok(Box::new(Processes::new(&pool.name, command.clone(), env.clone(), Arc::clone(store))))
                 }
+                ProviderConfig::Kubernetes { namespace, deployment } => {
+                    let deployment = super::kubernetes::Deployment::in_cluster(namespace.as_deref(), deployment)
+                        .map_err(|e| anyhow::anyhow!("pool {}: the kubernetes provider: {e:#}", pool.name))?;
+                    Ok(Box::new(deployment))
+                }
                 other => anyhow::bail!(
                     "pool {}: the {} provider is not part of this build of wharf",
                     pool.name,

@@ -10,6 +10,7 @@
 
 pub mod autoscaler;
 pub mod config;
+pub mod kubernetes;
 pub mod process;
 pub mod simulate;
 

@@ -52,3 +52,49 @@ async fn task_arn(base: &str) -> anyhow::Result<String> {
     let task: Task = client.get(url).send().await?.error_for_status()?.json().await?;
     Ok(task.task_arn)
 }
+
+/// ECS task scale-in protection, through the ECS agent's endpoint (`$ECS_AGENT_URI`): a worker
+/// holding a job protects its task, so a scale-in of the service stops idle tasks only.
+#[derive(Debug)]
+pub struct TaskProtection {
+    url: String,
+    http: reqwest::Client,
+    /// What the agent last accepted.
+    on: bool,
+}
+
+/// How long protection lasts unless renewed or lifted: the agent's maximum (48 hours).
+pub const PROTECTION_MINUTES: u32 = 2_880;
+
+impl TaskProtection {
+    /// Inside an ECS task (`$ECS_AGENT_URI` set), a handle on its protection.
+    pub fn from_env() -> Option<Self> {
+        let base = std::env::var("ECS_AGENT_URI").ok().filter(|b| !b.is_empty())?;
+        let http = reqwest::Client::builder().timeout(METADATA_TIMEOUT).build().ok()?;
+        Some(TaskProtection {
+            url: format!("{}/task-protection/v1/state", base.trim_end_matches('/')),
+            http,
+            on: false,
+        })
+    }
+
+    /// Protects the task (`on`) or lifts its protection, unless it already is so. A failure is
+    /// logged and tried again next time: the worker runs its jobs either way.
+    pub async fn set(&mut self, on: bool) {
+        if self.on == on {
+            return;
+        }
+        let body = if on {
+            serde_json::json!({"ProtectionEnabled": true, "ExpiresInMinutes": PROTECTION_MINUTES})
+        } else {
+            serde_json::json!({"ProtectionEnabled": false})
+        };
+        match self.http.put(&self.url).json(&body).send().await.and_then(reqwest::Response::error_for_status) {
+            Ok(_) => {
+                self.on = on;
+                tracing::debug!(protected = on, "ECS task scale-in protection set");
+            }
+            Err(err) => tracing::warn!(error = %err, protected = on, "cannot set the ECS task's scale-in protection"),
+        }
+    }
+}

@@ -197,6 +197,7 @@ impl Worker {
             status: Arc::clone(&status),
             stop_all: CancellationToken::new(),
             jobs: JoinSet::new(),
+            protection: super::presence::TaskProtection::from_env(),
         };
         let asked = lease.run(request, &shutdown).await?;
         if !asked {
@@ -206,6 +207,9 @@ impl Worker {
             tokio::spawn(async move { tokio::time::timeout(STOP_WAIT, client.worker_drain(&id)).await });
         }
         lease.drain(asked, &shutdown).await;
+        if let Some(protection) = &mut lease.protection {
+            protection.set(false).await;
+        }
         // The reporter ends once every handle is gone, after sending what it holds.
         drop(lease);
         drop(reporter);
@@ -231,6 +235,8 @@ struct Leasing<'a> {
     /// Stops every running attempt (and releases its lease).
     stop_all: CancellationToken,
     jobs: JoinSet<()>,
+    /// The ECS task's scale-in protection: on while any job runs.
+    protection: Option<super::presence::TaskProtection>,
 }
 
 impl Leasing<'_> {
@@ -250,6 +256,12 @@ impl Leasing<'_> {
             while let Ok(more) = Arc::clone(&slots).try_acquire_owned() {
                 permits.push(more);
             }
+            if let Some(protection) = &mut self.protection
+                && permits.len() == self.config.concurrency.max(1)
+            {
+                // Idle: a scale-in may stop this task.
+                protection.set(false).await;
+            }
             request.max = Some(permits.len() as i64);
             // Dropping the request on shutdown closes the connection; the server sees the
             // caller gone and hands any job it had just picked back out.
@@ -262,6 +274,12 @@ impl Leasing<'_> {
                 Ok(answer) => {
                     self.status.contact(true);
                     failed_tries = 0;
+                    if let Some(protection) = &mut self.protection
+                        && !answer.jobs.is_empty()
+                    {
+                        // Protected before the first job starts, so a scale-in passes it by.
+                        protection.set(true).await;
+                    }
                     for job in answer.jobs {
                         let Some(permit) = permits.pop() else { break };
                         self.start(job, permit, sent);

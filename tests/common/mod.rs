@@ -349,6 +349,11 @@ pub struct TestWorker {
 impl TestWorker {
     /// Starts `wharf worker --server <server> <args…>`, logging to a file in `dir`.
     pub fn start(server: &TestServer, dir: &Path, args: &[&str]) -> Self {
+        Self::start_env(server, dir, args, &[])
+    }
+
+    /// As [`TestWorker::start`], with extra environment variables.
+    pub fn start_env(server: &TestServer, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!("worker-{}.log", fastrand::u32(..)));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(wharf_bin())
@@ -357,6 +362,7 @@ impl TestWorker {
             .current_dir(dir)
             .envs(server.admin_token.as_ref().map(|token| ("WHARF_TOKEN", token)))
             .env("WHARF_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
