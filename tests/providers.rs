@@ -281,3 +281,117 @@ async fn a_worker_in_an_ecs_task_protects_it_while_it_holds_a_job() {
         vec![json!({"ProtectionEnabled": true, "ExpiresInMinutes": 2880}), json!({"ProtectionEnabled": false})]
     );
 }
+
+/// moto's server mode (PyPI `moto[server]`): a local stand-in of the AWS APIs, ECS included.
+#[cfg(feature = "ecs")]
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+#[cfg(feature = "ecs")]
+impl Moto {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (pip install 'moto[server]')");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto's server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Runs `code` with `ecs`, a boto3 client of this server, and returns what it prints.
+    fn ecs(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3, json\necs = boto3.client('ecs', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test')\n{code}\n",
+            self.endpoint
+        );
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn desired_and_running(&self) -> (u64, u64) {
+        let text = self.ecs(
+            "s = ecs.describe_services(cluster='workers', services=['pdf-worker'])['services'][0]\n\
+             print(json.dumps([s['desiredCount'], s['runningCount']]))",
+        );
+        let pair: Vec<u64> = serde_json::from_str(&text).unwrap();
+        (pair[0], pair[1])
+    }
+}
+
+#[cfg(feature = "ecs")]
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "ecs")]
+#[tokio::test]
+async fn the_ecs_provider_sets_the_service_count_and_reads_back_what_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    moto.ecs(
+        "ecs.create_cluster(clusterName='workers')\n\
+         ecs.register_task_definition(family='pdf-worker', containerDefinitions=[{'name': 'w', 'image': 'wharf', 'memory': 128}])\n\
+         ecs.create_service(cluster='workers', serviceName='pdf-worker', taskDefinition='pdf-worker', desiredCount=0)",
+    );
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        "[[pool]]\nname = \"pdf\"\nqueues = [\"pdf\"]\nmax = 3\ntarget_backlog_per_worker = 1\n\
+         scale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\n\
+         provider = { kind = \"ecs\", cluster = \"workers\", service = \"pdf-worker\", region = \"us-east-1\" }\n",
+    )
+    .unwrap();
+    let server = TestServer::start_full(
+        None,
+        &["--config", config.to_str().unwrap()],
+        &[
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(server.enqueue("pdf", json!({"kind": "render"})).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pool = server.get("/v1/pools/pdf").await.1;
+        let (desired, running) = moto.desired_and_running();
+        // Out to max in one call; the pool shows the running count ECS reports.
+        if desired == 3 && pool["actual"] == json!(running) && running > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service {desired}/{running}, pool {pool}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        assert_eq!(server.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await.0, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pool = server.get("/v1/pools/pdf").await.1;
+        if moto.desired_and_running().0 == 0 && pool["actual"] == 0 {
+            assert_eq!(pool["last_change"]["reason"], "surplus", "{pool}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never scaled in: {pool}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -259,7 +259,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ca_file: config.tls.as_ref().map(|t| t.cert.clone()),
         node: format!("{:08x}", fastrand::u32(..)),
     };
-    let providers = crate::scaler::autoscaler::providers(&config.pools, &process_env, &store)?;
+    let providers = crate::scaler::autoscaler::providers(&config.pools, &process_env, &store).await?;
     let config = Arc::new(config);
     let parts = crate::server::Parts { store, events, clock, config, auth: Arc::new(auth), tls, providers };
     crate::server::serve(listener, parts, shutdown_signal()).await?;

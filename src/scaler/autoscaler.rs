@@ -123,31 +123,39 @@ struct Pool {
 }
 
 /// Builds each pool's provider; refuses a provider this build cannot run.
-pub fn providers(
+pub async fn providers(
     pools: &[PoolConfig],
     env: &ProcessEnv,
     store: &Arc<dyn Store>,
 ) -> anyhow::Result<Vec<Box<dyn Provider>>> {
-    pools
-        .iter()
-        .map(|pool| -> anyhow::Result<Box<dyn Provider>> {
-            match &pool.provider {
-                ProviderConfig::Process { command } => {
-                    Ok(Box::new(Processes::new(&pool.name, command.clone(), env.clone(), Arc::clone(store))))
-                }
-                ProviderConfig::Kubernetes { namespace, deployment } => {
-                    let deployment = super::kubernetes::Deployment::in_cluster(namespace.as_deref(), deployment)
-                        .map_err(|e| anyhow::anyhow!("pool {}: the kubernetes provider: {e:#}", pool.name))?;
-                    Ok(Box::new(deployment))
-                }
-                other => anyhow::bail!(
-                    "pool {}: the {} provider is not part of this build of wharf",
-                    pool.name,
-                    other.kind()
-                ),
-            }
-        })
-        .collect()
+    let mut providers: Vec<Box<dyn Provider>> = Vec::with_capacity(pools.len());
+    for pool in pools {
+        providers.push(provider(pool, env, store).await?);
+    }
+    Ok(providers)
+}
+
+/// The provider of one pool.
+async fn provider(pool: &PoolConfig, env: &ProcessEnv, store: &Arc<dyn Store>) -> anyhow::Result<Box<dyn Provider>> {
+    match &pool.provider {
+        ProviderConfig::Process { command } => {
+            Ok(Box::new(Processes::new(&pool.name, command.clone(), env.clone(), Arc::clone(store))))
+        }
+        ProviderConfig::Kubernetes { namespace, deployment } => {
+            let deployment = super::kubernetes::Deployment::in_cluster(namespace.as_deref(), deployment)
+                .map_err(|e| anyhow::anyhow!("pool {}: the kubernetes provider: {e:#}", pool.name))?;
+            Ok(Box::new(deployment))
+        }
+        #[cfg(feature = "ecs")]
+        ProviderConfig::Ecs { cluster, service, region } => {
+            Ok(Box::new(super::ecs::Service::connect(cluster, service, region.as_deref()).await))
+        }
+        #[cfg(not(feature = "ecs"))]
+        ProviderConfig::Ecs { .. } => anyhow::bail!(
+            "pool {}: the ecs provider is not part of this build of wharf (build it with --features ecs)",
+            pool.name
+        ),
+    }
 }
 
 /// Runs until `shutdown`, then stops the pools' local workers (waiting for their jobs).

@@ -10,6 +10,8 @@
 
 pub mod autoscaler;
 pub mod config;
+#[cfg(feature = "ecs")]
+pub mod ecs;
 pub mod kubernetes;
 pub mod process;
 pub mod simulate;
