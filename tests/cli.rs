@@ -218,15 +218,16 @@ async fn bench_large_fills_one_queue_times_leases_and_runs_every_job() {
     assert_eq!(counts["succeeded"].as_u64(), Some(50 + 3000 + 700), "{counts}");
 }
 
-/// `wharf scale simulate` on each sample trace: every job runs, wharf asks for the workers a
-/// burst needs at once and never stops a busy one, and a bad trace is one line naming its line.
+/// `wharf scale simulate` on each sample trace, with the default cooldowns (60 s / 300 s): every
+/// job runs, wharf asks for the workers a burst needs at once, never stops a busy one and pays
+/// within 20 % of the oracle's worker-seconds; a bad trace is one line naming its line.
 #[test]
 fn scale_simulate_replays_the_sample_traces() {
     let traces = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traces");
     for (name, max) in [("steady", "20"), ("burst", "20"), ("diurnal", "40"), ("idle-then-burst", "20")] {
         let trace = traces.join(format!("{name}.txt"));
         let out = std::process::Command::new(wharf_bin())
-            .args(["scale", "simulate", "--json", "--target", "1", "--max", max, "--scale-in-cooldown", "60s"])
+            .args(["scale", "simulate", "--json", "--target", "1", "--max", max])
             .arg("--trace")
             .arg(&trace)
             .output()

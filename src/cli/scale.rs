@@ -35,10 +35,10 @@ pub struct SimulateArgs {
     /// Jobs of backlog (ready and running) per worker.
     #[arg(long, default_value_t = 5)]
     pub target: u32,
-    /// After a scale-out, no scale-in for this long.
+    /// Scale in only after needing fewer workers for this long, and this long after a scale-out.
     #[arg(long, default_value = "60s")]
     pub scale_out_cooldown: String,
-    /// Scale in only after needing fewer workers for this long, at most once per this long.
+    /// At most one scale-in per this long; zero only after an empty backlog for this long.
     #[arg(long, default_value = "300s")]
     pub scale_in_cooldown: String,
     /// From a worker's start until it takes jobs.

@@ -8,12 +8,13 @@
 //!   decision, without waiting: the backlog (ready plus running jobs) does not depend on how many
 //!   workers run, so asking again while new workers start asks for the same number, never more.
 //!   A pool at zero goes to one the moment a job arrives.
-//! - **In slowly, never below the need.** The pool scales in only once it has needed fewer
-//!   workers for a whole `scale_in_cooldown`, at most once per `scale_in_cooldown`, and not
-//!   within `scale_out_cooldown` of its last scale-out (workers just started get time to take
-//!   work). It then asks for the most it needed during that time, and never for fewer workers
-//!   than are busy: a steady backlog never makes it flap, and it reaches zero only after the
-//!   backlog has been empty for the cooldown.
+//! - **In by steps, never below the need.** The pool scales in once it has needed fewer
+//!   workers for a whole `scale_out_cooldown` and that long after its last scale-out (workers
+//!   just started get time to take work), and at most once per `scale_in_cooldown`. It then
+//!   asks for the most it needed during that time, never for fewer workers than are busy, and
+//!   keeps one worker until the backlog has been empty for a whole `scale_in_cooldown`: only
+//!   then does it reach zero. A steady backlog never makes it flap: it only ever moves towards
+//!   the need, at most twice (down to one, then to zero).
 
 use std::time::Duration;
 
@@ -89,13 +90,14 @@ impl ScalePolicy {
         self.target_backlog_per_worker
     }
 
-    /// How long after a scale-out the pool does not scale in.
+    /// How long after a scale-out the pool does not scale in, and how long it must need fewer
+    /// workers before it does.
     pub fn scale_out_cooldown(&self) -> Duration {
         self.scale_out_cooldown
     }
 
-    /// How long the pool must need fewer workers before it scales in, and the least time
-    /// between two scale-ins.
+    /// The least time between two scale-ins, and how long the backlog must be empty before
+    /// the pool goes to zero.
     pub fn scale_in_cooldown(&self) -> Duration {
         self.scale_in_cooldown
     }
@@ -144,6 +146,8 @@ pub struct ScaleState {
     pub scaled_in_at: Option<Timestamp>,
     /// Since when it has needed fewer workers than it asks for, and the most it needed since.
     pub surplus: Option<(Timestamp, u32)>,
+    /// Since when its backlog has been empty.
+    pub empty_since: Option<Timestamp>,
 }
 
 /// Why a decision asks for what it does.
@@ -155,7 +159,7 @@ pub enum ScaleReason {
     Backlog,
     /// The pool had fewer workers than its minimum.
     Minimum,
-    /// The pool needed fewer workers for the whole scale-in cooldown.
+    /// The pool needed fewer workers for long enough.
     Surplus,
     /// The pool needs what it has.
     Steady,
@@ -197,6 +201,8 @@ pub struct Decision {
 pub fn decide(policy: &ScalePolicy, state: ScaleState, seen: Observation, now: Timestamp) -> Decision {
     let needed = policy.needed(seen.backlog);
     let current = state.desired;
+    let empty_since = if seen.backlog == 0 { state.empty_since.or(Some(now)) } else { None };
+    let state = ScaleState { empty_since, ..state };
     let decision = |desired, reason, state| Decision { desired, needed, reason, state };
     if needed > current {
         let reason = if current == 0 && seen.backlog > 0 {
@@ -221,15 +227,21 @@ pub fn decide(policy: &ScalePolicy, state: ScaleState, seen: Observation, now: T
     let waited = |at: Option<Timestamp>, cooldown: Duration| {
         at.is_none_or(|at| u128::from(now.millis_since(at)) >= cooldown.as_millis())
     };
-    let long_enough = waited(Some(since), policy.scale_in_cooldown)
-        && waited(state.scaled_in_at, policy.scale_in_cooldown)
-        && waited(state.scaled_out_at, policy.scale_out_cooldown);
-    if !long_enough {
+    // Workers started by the last scale-out have had their time, the surplus has lasted as
+    // long, and the last scale-in is a cooldown ago.
+    let may = waited(Some(since), policy.scale_out_cooldown)
+        && waited(state.scaled_out_at, policy.scale_out_cooldown)
+        && waited(state.scaled_in_at, policy.scale_in_cooldown);
+    if !may {
         return decision(current, ScaleReason::Cooldown, state);
     }
-    let target = peak.max(seen.busy.min(policy.max)).max(policy.min);
+    // The last worker stays until the backlog has been empty for the whole scale-in cooldown.
+    let floor = u32::from(empty_since.is_none() || !waited(empty_since, policy.scale_in_cooldown));
+    let busy = seen.busy.min(policy.max);
+    let target = peak.max(busy).max(policy.min).max(floor);
     if target >= current {
-        return decision(current, ScaleReason::Busy, state);
+        let reason = if busy >= current { ScaleReason::Busy } else { ScaleReason::Cooldown };
+        return decision(current, reason, state);
     }
     let state = ScaleState { desired: target, scaled_in_at: Some(now), surplus: None, ..state };
     decision(target, ScaleReason::Surplus, state)
@@ -298,16 +310,20 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_pool_reaches_zero_only_after_the_backlog_was_empty_for_the_cooldown() {
+    fn an_idle_pool_keeps_one_worker_until_the_backlog_was_empty_for_the_cooldown() {
         let p = policy(0, 4);
         let mut observations = vec![seen(20, 4); 10];
         observations.extend(vec![seen(0, 0); 400]);
         let decisions = run(&p, ScaleState::default(), &observations);
+        // The backlog emptied at second 10: after the scale-out cooldown (60 s) the pool keeps
+        // one worker; it reaches zero once the backlog was empty for the scale-in cooldown
+        // (300 s) and its last scale-in is that long ago (370).
+        assert!(decisions[10..70].iter().all(|d| d.desired == 4 && d.reason == ScaleReason::Cooldown));
+        assert_eq!((decisions[70].desired, decisions[70].reason), (1, ScaleReason::Surplus));
         let zero_at = decisions.iter().position(|d| d.desired == 0).expect("reaches zero");
-        // The backlog emptied at second 10; the cooldown is 300 s.
-        assert_eq!(zero_at, 310);
+        assert_eq!(zero_at, 370);
         assert_eq!(decisions[zero_at].reason, ScaleReason::Surplus);
-        assert!(decisions[10..zero_at].iter().all(|d| d.desired == 4 && d.reason == ScaleReason::Cooldown));
+        assert!(decisions[70..zero_at].iter().all(|d| d.desired == 1));
     }
 
     #[test]
@@ -373,10 +389,16 @@ mod tests {
                     if let Some(at) = last_out {
                         prop_assert!(second - at >= p.scale_out_cooldown().as_secs());
                     }
-                    // The need was below what the pool had for the whole cooldown before.
-                    let window = p.scale_in_cooldown().as_secs().min(second) as usize;
+                    // The need was below what the pool had for the whole scale-out cooldown.
+                    let window = p.scale_out_cooldown().as_secs().min(second) as usize;
                     let from = second as usize - window;
                     prop_assert!(decisions[from..second as usize].iter().all(|e| e.needed < previous));
+                    // Zero only after an empty backlog for the whole scale-in cooldown.
+                    if d.desired == 0 {
+                        let window = p.scale_in_cooldown().as_secs() as usize;
+                        prop_assert!(second as usize >= window, "zero before a whole cooldown");
+                        prop_assert!(obs[second as usize - window..=second as usize].iter().all(|o| o.backlog == 0));
+                    }
                     last_in = Some(second);
                 }
                 if d.desired > previous {
@@ -394,22 +416,27 @@ mod tests {
         }
 
         #[test]
-        fn a_steady_backlog_changes_the_pool_at_most_once(
+        fn a_steady_backlog_moves_the_pool_only_towards_the_need(
             p in any_policy(), backlog in 0u64..200, start in 0u32..30, seconds in 1usize..2_000
         ) {
             let start = ScaleState { desired: start.clamp(p.min(), p.max()), ..ScaleState::default() };
             let decisions = run(&p, start, &vec![seen(backlog, 0); seconds]);
+            let need = p.needed(backlog);
             let mut changes = 0;
             let mut previous = start.desired;
             for d in &decisions {
                 if d.desired != previous {
                     changes += 1;
+                    // No flapping: every change brings the pool closer to the need.
+                    prop_assert!(d.desired.abs_diff(need) < previous.abs_diff(need), "{previous} -> {}", d.desired);
                 }
                 previous = d.desired;
             }
-            prop_assert!(changes <= 1, "{changes} changes on a steady backlog");
-            if seconds as u64 > p.scale_in_cooldown().as_secs() + 1 {
-                prop_assert_eq!(previous, p.needed(backlog), "it settles on the need");
+            // Down to the need in one step, or to one worker and then to zero.
+            prop_assert!(changes <= 2, "{changes} changes on a steady backlog");
+            let settle = p.scale_out_cooldown().as_secs() + p.scale_in_cooldown().as_secs() + 1;
+            if seconds as u64 > settle {
+                prop_assert_eq!(previous, need, "it settles on the need");
             }
         }
 

@@ -6,8 +6,9 @@
 //! backlog counts the jobs of its queues, so two pools sharing a queue both see all of it.
 //!
 //! Options: the pools (`[[pool]]` in the config file). Metrics: `wharf_pool_desired_workers`
-//! and `wharf_pool_actual_workers`, from the stored state on every node. Logs: every change
-//! of `desired` at info with its inputs (backlog, busy, actual, needed, reason).
+//! and `wharf_pool_actual_workers`, from the stored state on every node. Logs: every decision
+//! with its inputs (backlog, busy, actual, needed, reason): at info when it changes `desired`,
+//! at debug when it holds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use super::process::{ProcessEnv, Processes};
 use crate::api::{PoolDecisionView, PoolView};
 use crate::core::scaling::{Observation, ScaleReason, ScaleState, decide, queue_backlog};
 use crate::core::{Clock, Timestamp};
-use crate::store::{PoolRecord, Store};
+use crate::store::{PoolRecord, Store, WorkerInfo};
 
 /// How often each pool is looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -44,6 +45,8 @@ struct StoredState {
     scaled_out_at: Option<i64>,
     scaled_in_at: Option<i64>,
     surplus: Option<(i64, u32)>,
+    #[serde(default)]
+    empty_since: Option<i64>,
 }
 
 impl From<ScaleState> for StoredState {
@@ -53,6 +56,7 @@ impl From<ScaleState> for StoredState {
             scaled_out_at: s.scaled_out_at.map(Timestamp::as_millis),
             scaled_in_at: s.scaled_in_at.map(Timestamp::as_millis),
             surplus: s.surplus.map(|(at, peak)| (at.as_millis(), peak)),
+            empty_since: s.empty_since.map(Timestamp::as_millis),
         }
     }
 }
@@ -64,6 +68,7 @@ impl From<&StoredState> for ScaleState {
             scaled_out_at: s.scaled_out_at.map(Timestamp::from_millis),
             scaled_in_at: s.scaled_in_at.map(Timestamp::from_millis),
             surplus: s.surplus.map(|(at, peak)| (Timestamp::from_millis(at), peak)),
+            empty_since: s.empty_since.map(Timestamp::from_millis),
         }
     }
 }
@@ -185,8 +190,16 @@ pub async fn run(
             }
             continue;
         }
+        // One look at the workers serves every pool.
+        let workers = match store.worker_list().await {
+            Ok(workers) => workers,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list the workers; no scaling this second");
+                continue;
+            }
+        };
         for pool in &mut pools {
-            if let Err(err) = tick_pool(&*store, pool, clock.now()).await {
+            if let Err(err) = tick_pool(&*store, pool, &workers, clock.now()).await {
                 tracing::warn!(pool = %pool.config.name, error = %err, "cannot scale the pool this second");
             }
         }
@@ -197,7 +210,7 @@ pub async fn run(
 }
 
 /// One look at one pool.
-async fn tick_pool(store: &dyn Store, pool: &mut Pool, now: Timestamp) -> anyhow::Result<()> {
+async fn tick_pool(store: &dyn Store, pool: &mut Pool, workers: &[WorkerInfo], now: Timestamp) -> anyhow::Result<()> {
     let state = match pool.state {
         Some(state) => state,
         None => {
@@ -222,16 +235,18 @@ async fn tick_pool(store: &dyn Store, pool: &mut Pool, now: Timestamp) -> anyhow
         .iter()
         .map(|q| queue_backlog(q.ready, q.running, q.policy.paused, q.policy.concurrency, q.policy.rate))
         .sum();
-    let workers = store.worker_list().await?;
-    let ours = |w: &&crate::store::WorkerInfo| {
-        pool.provider.owns(w) || w.queues.iter().any(|q| pool.config.queues.contains(q))
-    };
+    let ours = |w: &&WorkerInfo| pool.provider.owns(w) || w.queues.iter().any(|q| pool.config.queues.contains(q));
     let (mut busy, mut idle) = (0u32, 0u32);
     for worker in workers.iter().filter(ours).filter(|w| !w.draining) {
         if worker.running > 0 { busy += 1 } else { idle += 1 }
     }
     let decision = decide(&pool.config.policy, state, Observation { backlog, busy }, now);
-    if decision.desired != state.desired {
+    if decision.desired == state.desired {
+        tracing::debug!(
+            pool = %pool.config.name, desired = decision.desired, needed = decision.needed,
+            reason = decision.reason.as_str(), backlog, busy, actual = pool.view.actual, "holding"
+        );
+    } else {
         tracing::info!(
             pool = %pool.config.name, from = state.desired, desired = decision.desired, needed = decision.needed,
             reason = decision.reason.as_str(), backlog, busy, actual = pool.view.actual, "scaling"
@@ -247,7 +262,7 @@ async fn tick_pool(store: &dyn Store, pool: &mut Pool, now: Timestamp) -> anyhow
         });
     }
     pool.state = Some(decision.state);
-    let applied = pool.provider.apply(decision.desired, &workers).await;
+    let applied = pool.provider.apply(decision.desired, workers).await;
     let view = &mut pool.view;
     view.backlog = backlog;
     view.desired = decision.desired;
