@@ -210,3 +210,36 @@ async fn a_pool_on_three_nodes_is_scaled_by_the_leader_alone() {
     let id = survivor.enqueue("shared", json!({"kind": "k"})).await;
     assert_eq!(survivor.wait_done(&id).await["state"], "succeeded");
 }
+
+#[tokio::test]
+async fn a_worker_asked_to_drain_finishes_its_job_exits_and_leaves_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = script(dir.path(), "job.sh", "#!/bin/sh\nsleep \"$(cat)\"\n");
+    let server = TestServer::start().await;
+    let mut worker = crate::common::TestWorker::start(
+        &server,
+        dir.path(),
+        &["--queue", "q", "--worker-id", "w-drain", "--concurrency", "2", "--exec", handler.to_str().unwrap()],
+    );
+    server.wait_workers(1).await;
+    let id = server.enqueue("q", json!({"kind": "k", "payload": 1.5})).await;
+    server.wait_state(&id, "running").await;
+    let (code, out, err) = server.cli(&["workers", "drain", "w-drain"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("w-drain"), "{out}");
+    let (_, out, _) = server.cli(&["workers"]);
+    assert!(out.contains("draining"), "the list shows it draining: {out}");
+    // A job enqueued now is not its: it leases nothing new.
+    let later = server.enqueue("q", json!({"kind": "k", "payload": 0})).await;
+    assert_eq!(worker.wait_exit(Duration::from_secs(30)), Some(0), "it exits once its job is done");
+    let job = server.get(&format!("/v1/jobs/{id}")).await.1;
+    assert_eq!((job["state"].as_str(), job["attempt"].as_u64()), (Some("succeeded"), Some(1)), "{job}");
+    assert_eq!(server.get(&format!("/v1/jobs/{later}")).await.1["state"], "ready");
+    let (_, workers) = server.get("/v1/workers").await;
+    assert_eq!(workers["workers"], json!([]), "a stopped worker leaves the list at once");
+    // Draining a worker nobody knows is a clear error.
+    let (code, _, err) = server.cli(&["workers", "drain", "nobody"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("worker_not_found") || err.contains("not found"), "{err}");
+}

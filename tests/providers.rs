@@ -206,7 +206,8 @@ async fn the_kubernetes_provider_scales_the_deployment_and_marks_busy_pods_costl
     assert_eq!(idle, ["0"], "the idle pod stays cheapest");
 }
 
-/// A stand-in of the ECS agent's task-protection endpoint: records each PUT, answers the state.
+/// A stand-in of the ECS agent's task-protection endpoint (records each PUT, answers the
+/// state) and of the task metadata endpoint.
 async fn ecs_agent_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -230,6 +231,8 @@ async fn ecs_agent_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
                                 (200, json!({"protection": {"ProtectionEnabled": protected(&seen.lock().unwrap())}}))
                             }
                             ("GET", "/state") => (200, json!(protected(&seen.lock().unwrap()))),
+                            // The task metadata endpoint (v4) of the same task.
+                            ("GET", "/v4/meta/task") => (200, json!({"Cluster": "workers", "TaskARN": TASK_ARN})),
                             _ => (404, json!({"error": "not found"})),
                         };
                         let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
@@ -245,8 +248,10 @@ async fn ecs_agent_stand_in() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
     (addr, puts)
 }
 
+const TASK_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task/workers/5f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
 #[tokio::test]
-async fn a_worker_in_an_ecs_task_protects_it_while_it_holds_a_job() {
+async fn a_worker_in_an_ecs_task_reports_it_and_protects_it_while_it_holds_a_job() {
     let dir = tempfile::tempdir().unwrap();
     let (agent, puts) = ecs_agent_stand_in().await;
     let server = TestServer::start().await;
@@ -260,13 +265,16 @@ async fn a_worker_in_an_ecs_task_protects_it_while_it_holds_a_job() {
         ),
     );
     let agent_uri = format!("http://{agent}/v1/agent");
+    let metadata_uri = format!("http://{agent}/v4/meta");
     let _worker = TestWorker::start_env(
         &server,
         dir.path(),
         &["--queue", "q", "--exec", handler.to_str().unwrap()],
-        &[("ECS_AGENT_URI", agent_uri.as_str())],
+        &[("ECS_AGENT_URI", agent_uri.as_str()), ("ECS_CONTAINER_METADATA_URI_V4", metadata_uri.as_str())],
     );
     server.wait_workers(1).await;
+    let (_, workers) = server.get("/v1/workers").await;
+    assert_eq!(workers["workers"][0]["task_arn"], TASK_ARN, "{workers}");
     assert!(puts.lock().unwrap().is_empty(), "an idle worker leaves its task unprotected");
     let id = server.enqueue("q", json!({"kind": "k"})).await;
     let job = server.wait_done(&id).await;
