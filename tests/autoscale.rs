@@ -9,16 +9,9 @@ use serde_json::{Value, json};
 use crate::common::{TestServer, alive, script, wharf_bin};
 
 /// A config file declaring one process pool on `queue` whose workers run `handler`.
-fn pool_config(dir: &Path, queue: &str, min: u32, max: u32, handler: &Path) -> std::path::PathBuf {
+fn process_pool(dir: &Path, queue: &str, min: u32, max: u32, handler: &Path) -> std::path::PathBuf {
     let command = json!([wharf_bin(), "worker", "--queue", queue, "--poll-wait", "5s", "--exec", handler]);
-    let text = format!(
-        "[[pool]]\nname = \"{queue}\"\nqueues = [\"{queue}\"]\nmin = {min}\nmax = {max}\n\
-         target_backlog_per_worker = 1\nscale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\n\
-         provider = {{ kind = \"process\", command = {command} }}\n"
-    );
-    let path = dir.join("wharf.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    crate::common::pool_config(dir, queue, min, max, &format!("{{ kind = \"process\", command = {command} }}"))
 }
 
 async fn pool(server: &TestServer, name: &str) -> Value {
@@ -63,7 +56,7 @@ async fn a_burst_scales_a_pool_from_zero_to_max_and_back_without_interrupting_a_
         "job.sh",
         &format!("#!/bin/sh\necho \"$WHARF_JOB_ID\" >> {}\nsleep \"$(cat)\"\n", starts.display()),
     );
-    let config = pool_config(dir.path(), "burst", 0, 3, &handler);
+    let config = process_pool(dir.path(), "burst", 0, 3, &handler);
     let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
     let idle = pool(&server, "burst").await;
     assert_eq!(
@@ -119,7 +112,7 @@ async fn a_burst_scales_a_pool_from_zero_to_max_and_back_without_interrupting_a_
 async fn a_pool_worker_that_dies_is_replaced_and_a_stopping_server_stops_its_workers() {
     let dir = tempfile::tempdir().unwrap();
     let handler = script(dir.path(), "job.sh", "#!/bin/sh\ncat > /dev/null\n");
-    let config = pool_config(dir.path(), "steady", 1, 1, &handler);
+    let config = process_pool(dir.path(), "steady", 1, 1, &handler);
     let mut server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
     server.wait_workers(1).await;
     let first = pids_of_pool_workers(&server.get("/v1/workers").await.1, "steady");
@@ -148,7 +141,7 @@ async fn a_pool_worker_that_dies_is_replaced_and_a_stopping_server_stops_its_wor
 async fn a_pool_on_three_nodes_is_scaled_by_the_leader_alone() {
     let dir = tempfile::tempdir().unwrap();
     let handler = script(dir.path(), "job.sh", "#!/bin/sh\ncat > /dev/null\n");
-    let config = pool_config(dir.path(), "shared", 2, 2, &handler);
+    let config = process_pool(dir.path(), "shared", 2, 2, &handler);
     let url = wharf_testkit::postgres::server().fresh_database().await;
     let mut nodes = Vec::new();
     for _ in 0..3 {

@@ -122,14 +122,8 @@ async fn the_kubernetes_provider_scales_the_deployment_and_marks_busy_pods_costl
     std::fs::write(account.join("token"), TOKEN).unwrap();
     std::fs::write(account.join("ca.crt"), pki.ca_pem()).unwrap();
     std::fs::write(account.join("namespace"), "jobs\n").unwrap();
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(
-        &config,
-        "[[pool]]\nname = \"pdf\"\nqueues = [\"pdf\"]\nmax = 2\ntarget_backlog_per_worker = 1\n\
-         scale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\n\
-         provider = { kind = \"kubernetes\", deployment = \"pdf-worker\" }\n",
-    )
-    .unwrap();
+    let provider = r#"{ kind = "kubernetes", deployment = "pdf-worker" }"#;
+    let config = crate::common::pool_config(dir.path(), "pdf", 0, 2, provider);
     let port = api.addr.port().to_string();
     let server = TestServer::start_full(
         None,
@@ -355,14 +349,8 @@ async fn the_ecs_provider_sets_the_service_count_and_reads_back_what_runs() {
          ecs.register_task_definition(family='pdf-worker', containerDefinitions=[{'name': 'w', 'image': 'wharf', 'memory': 128}])\n\
          ecs.create_service(cluster='workers', serviceName='pdf-worker', taskDefinition='pdf-worker', desiredCount=0)",
     );
-    let config = dir.path().join("wharf.toml");
-    std::fs::write(
-        &config,
-        "[[pool]]\nname = \"pdf\"\nqueues = [\"pdf\"]\nmax = 3\ntarget_backlog_per_worker = 1\n\
-         scale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\n\
-         provider = { kind = \"ecs\", cluster = \"workers\", service = \"pdf-worker\", region = \"us-east-1\" }\n",
-    )
-    .unwrap();
+    let provider = r#"{ kind = "ecs", cluster = "workers", service = "pdf-worker", region = "us-east-1" }"#;
+    let config = crate::common::pool_config(dir.path(), "pdf", 0, 3, provider);
     let server = TestServer::start_full(
         None,
         &["--config", config.to_str().unwrap()],

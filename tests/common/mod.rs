@@ -464,6 +464,20 @@ impl TestServer {
     }
 }
 
+/// Writes `wharf.toml` in `dir` declaring one pool on the queue `name` (one worker per job,
+/// cooldowns shortened to 1 s / 2 s) whose provider is `provider`, an inline TOML table;
+/// returns its path.
+pub fn pool_config(dir: &Path, name: &str, min: u32, max: u32, provider: &str) -> PathBuf {
+    let text = format!(
+        "[[pool]]\nname = \"{name}\"\nqueues = [\"{name}\"]\nmin = {min}\nmax = {max}\n\
+         target_backlog_per_worker = 1\nscale_out_cooldown = \"1s\"\nscale_in_cooldown = \"2s\"\n\
+         provider = {provider}\n"
+    );
+    let path = dir.join("wharf.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
 /// Writes an executable script.
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
