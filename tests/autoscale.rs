@@ -236,3 +236,24 @@ async fn a_worker_asked_to_drain_finishes_its_job_exits_and_leaves_the_list() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("worker_not_found") || err.contains("not found"), "{err}");
 }
+
+#[tokio::test]
+async fn a_pool_command_that_is_not_a_wharf_worker_is_stopped_with_sigterm_on_scale_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // Asks for no work; exits on SIGTERM, leaving a mark.
+    let stopped = dir.path().join("stopped");
+    let program = script(
+        dir.path(),
+        "other.sh",
+        &format!("#!/bin/sh\ntrap 'touch {}; exit 0' TERM\nwhile :; do sleep 0.1; done\n", stopped.display()),
+    );
+    let provider = json!({"kind": "process", "command": [program]});
+    let provider = format!("{{ kind = \"process\", command = {} }}", provider["command"]);
+    let config = crate::common::pool_config(dir.path(), "other", 0, 1, &provider);
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let id = server.enqueue("other", json!({"kind": "k"})).await;
+    watch_pool(&server, "other", "one process", |p| p["actual"] == 1).await;
+    assert_eq!(server.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await.0, 200);
+    watch_pool(&server, "other", "none left", |p| p["actual"] == 0 && p["draining"] == 0).await;
+    assert!(stopped.exists(), "the program got SIGTERM");
+}

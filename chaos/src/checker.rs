@@ -11,8 +11,9 @@
 //!    attempt, then by start), and its attempt is the job's last.
 //! 4. **Every redelivery is explained**: when a job ran again, the earlier lease expired (the
 //!    server recorded `lease expired` for that attempt), or was given back (the attempt number
-//!    did not grow: a release the worker saw acknowledged, or a lease lost with a server crash),
-//!    or its worker was killed.
+//!    did not grow: a release the worker saw acknowledged, a release that worker sent but
+//!    stopped waiting for the answer to, or a lease lost with a server crash), or its worker was
+//!    killed.
 //! 5. **Idempotency**: every acknowledgement of a key named the same job, and the server holds
 //!    at most one job per key.
 //! 6. **Released jobs run again at once**: a job released by a draining worker started again
@@ -208,6 +209,15 @@ pub fn check(history: &History) -> Verdict {
         history.faults.iter().filter(|f| f.kind == FaultKind::ServerCrash).map(|f| (f.at_ms, f.until_ms)).collect();
     let releases: Vec<(&str, i64)> =
         history.reports.iter().filter(|r| r.what == Reported::Released).map(|r| (r.job.as_str(), r.at_ms)).collect();
+    // A release whose answer the stopping worker stopped waiting for: the server may have
+    // applied it, so it can explain a redelivery of the same attempt by that worker's job (and
+    // nothing else).
+    let unanswered: Vec<(&str, u32, i64)> = history
+        .reports
+        .iter()
+        .filter(|r| r.what == Reported::ReleaseUnanswered)
+        .map(|r| (r.job.as_str(), r.worker_pid, r.at_ms))
+        .collect();
     for (id, list) in &runs {
         let expired: HashSet<u32> = history
             .jobs
@@ -226,6 +236,13 @@ pub fn check(history: &History) -> Verdict {
                     Some("lease lost in a server crash")
                 } else if released {
                     Some("released")
+                } else if unanswered.iter().any(|&(job, pid, at)| {
+                    job == *id
+                        && pid == first.worker_pid
+                        && at >= first.start_ms
+                        && at <= next.start_ms + RELEASE_LOG_SLACK_MS
+                }) {
+                    Some("released, answer unheard")
                 } else {
                     None
                 }
@@ -374,6 +391,17 @@ mod tests {
             verdict.violations.iter().any(|v| v.subject == "workers"),
             "no recorded completion at all must fail the check: {verdict}"
         );
+
+        // A release the stopping worker sent but heard no answer to explains its own job's
+        // redelivery; another worker's does not.
+        let unanswered =
+            |worker_pid| WorkerReport { job: "j".into(), what: Reported::ReleaseUnanswered, at_ms: 1_150, worker_pid };
+        let mut sent = ran_twice_at_attempt_one();
+        sent.reports.push(unanswered(10));
+        assert!(check(&sent).valid(), "{}", check(&sent));
+        let mut elsewhere = ran_twice_at_attempt_one();
+        elsewhere.reports.push(unanswered(12));
+        assert!(check(&elsewhere).violations.iter().any(|v| v.property == "redelivery-explained"));
 
         let mut crashed = ran_twice_at_attempt_one();
         crashed.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: 1_100, until_ms: 1_150, worker_pid: None });

@@ -72,6 +72,9 @@ pub enum Reported {
     Completed,
     /// The server acknowledged the release (SIGTERM drain).
     Released,
+    /// The worker sent a release but did not hear the answer in time (it stopped waiting): the
+    /// server may have applied it.
+    ReleaseUnanswered,
 }
 
 /// A worker's acknowledged report.
@@ -167,19 +170,18 @@ pub fn read_executions(path: &Path) -> anyhow::Result<Vec<Execution>> {
     Ok(order.into_iter().filter_map(|k| by_lease.remove(&k)).collect())
 }
 
-/// Reads a worker's JSON log for the outcomes the server acknowledged: the structured fields
-/// of each attempt's line (`outcome`, `recorded`, the span's `job_id`), never its message.
+/// Reads a worker's JSON log for the outcomes the server acknowledged, and the releases it may
+/// have applied unheard: the structured fields of each attempt's line (`outcome`, `recorded`,
+/// the span's `job_id`), never its message.
 pub fn read_reports(path: &Path, worker_pid: u32) -> Vec<WorkerReport> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut reports = Vec::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        if v["recorded"].as_bool() != Some(true) {
-            continue;
-        }
-        let what = match v["outcome"].as_str() {
-            Some("completed") => Reported::Completed,
-            Some("released") => Reported::Released,
+        let what = match (v["outcome"].as_str(), v["recorded"].as_bool()) {
+            (Some("completed"), Some(true)) => Reported::Completed,
+            (Some("released"), Some(true)) => Reported::Released,
+            (Some("released"), Some(false)) => Reported::ReleaseUnanswered,
             _ => continue,
         };
         let (Some(job), Some(at_ms)) = (v["span"]["job_id"].as_str(), v["timestamp"].as_str().and_then(parse_ms))

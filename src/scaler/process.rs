@@ -6,8 +6,9 @@
 //! the server that started it is gone) and, when the server has them, `WHARF_TOKEN` and
 //! `WHARF_CA_FILE`. Scale-in never signals a process: it asks idle workers to drain through the
 //! store (their parked lease request ends with `drain: true`), and a worker that took a job in
-//! the meantime finishes it before it exits. A process that exits unasked is replaced on the
-//! next tick.
+//! the meantime finishes it before it exits. A `command` that never asks for work under its
+//! `WHARF_WORKER_ID` (not a `wharf worker`) gets SIGTERM instead, ten seconds later. A process
+//! that exits unasked is replaced on the next tick.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -38,7 +39,14 @@ struct Started {
     child: Child,
     /// Asked to drain: on its way out, no longer counted.
     draining: bool,
+    /// When it was asked, and whether it has been sent SIGTERM since (see [`UNSEEN_DRAIN`]).
+    drain_asked: Option<(tokio::time::Instant, bool)>,
 }
+
+/// How long a process asked to drain may stay out of the list of workers before it gets
+/// SIGTERM instead: a `command` that is not `wharf worker`, or that leases under an id of its
+/// own, never sees a drain asked through the store.
+const UNSEEN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Local worker processes.
 #[derive(Debug)]
@@ -99,7 +107,7 @@ impl Processes {
         }
         let child = command.spawn()?;
         tracing::info!(pool = %self.pool, worker_id = %id, pid = child.id(), "started a worker process");
-        self.started.push(Started { id, child, draining: false });
+        self.started.push(Started { id, child, draining: false, drain_asked: None });
         Ok(())
     }
 
@@ -108,9 +116,27 @@ impl Processes {
         match store.worker_drain(p.id.clone(), true).await {
             Ok(()) => {
                 p.draining = true;
+                p.drain_asked = Some((tokio::time::Instant::now(), false));
                 tracing::info!(pool = %pool, worker_id = %p.id, "asked an idle worker to drain");
             }
             Err(err) => tracing::warn!(pool = %pool, worker_id = %p.id, error = %err, "cannot ask a worker to drain"),
+        }
+    }
+
+    /// Sends SIGTERM to processes asked to drain long ago that never appeared as workers.
+    fn signal_unseen(&mut self, workers: &[WorkerInfo]) {
+        for p in &mut self.started {
+            let Some((asked, false)) = p.drain_asked else { continue };
+            // Asking to drain lists a worker not seen yet; one that asked for work names queues.
+            let asked_for_work = workers.iter().any(|w| w.id == p.id && !w.queues.is_empty());
+            if asked.elapsed() < UNSEEN_DRAIN || asked_for_work {
+                continue;
+            }
+            if let Some(pid) = p.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                tracing::info!(pool = %self.pool, worker_id = %p.id, pid, "a process that never asked for work as this worker: stopping it with SIGTERM");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+            p.drain_asked = Some((asked, true));
         }
     }
 
@@ -124,6 +150,7 @@ impl Processes {
 impl Provider for Processes {
     async fn apply(&mut self, desired: u32, workers: &[WorkerInfo]) -> anyhow::Result<Fleet> {
         self.reap();
+        self.signal_unseen(workers);
         let live = self.counts().actual;
         for _ in live..desired {
             if let Err(err) = self.start_one() {
