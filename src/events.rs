@@ -27,6 +27,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 
 use crate::core::{JobId, JobState, Timestamp};
@@ -129,6 +131,8 @@ struct Ring {
     next_seq: u64,
     /// Position of each event by its `seq`, when the store numbers events.
     by_seq: Option<HashMap<u64, u64>>,
+    /// The largest `seq` published, when the store numbers events.
+    max_seen: u64,
     bytes: usize,
     limits: RingLimits,
     /// Each job's latest event in the ring, if it is a progress event: the one a new progress
@@ -146,6 +150,7 @@ impl Ring {
         self.next_seq += 1;
         if let Some(by_seq) = &mut self.by_seq {
             by_seq.insert(event.seq, seq);
+            self.max_seen = self.max_seen.max(event.seq);
         }
         if event.kind == EventKind::Progress {
             if let Some(previous) = self.last_progress.insert(job, seq)
@@ -193,7 +198,17 @@ pub struct Subscription {
     /// The `seq` of the next event to read.
     next: u64,
     tip: watch::Receiver<u64>,
+    /// A `Last-Event-ID` this bus has not received yet (another node published it first), and
+    /// until when to wait for it; see [`EventBus::subscribe_after`].
+    awaiting: Option<(u64, tokio::time::Instant)>,
 }
+
+/// How long a reader waits for an event id it does not hold yet and that is newer than any it
+/// holds: another node delivered it, so it is committed and on its way here.
+const AWAIT_NEWER: Duration = Duration::from_secs(5);
+/// How long for an unknown id no newer than those held: ids are assigned before commit, so one
+/// can arrive after a larger one; past this it was lost from the ring.
+const AWAIT_OLDER: Duration = Duration::from_millis(500);
 
 impl Subscription {
     /// The next event after this position that `keep` selects, waiting until one is
@@ -203,27 +218,51 @@ impl Subscription {
         loop {
             {
                 let ring = self.bus.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if self.next < ring.first_seq {
-                    let missed = ring.first_seq - self.next;
-                    self.next = ring.first_seq;
-                    return Err(Lagged { missed });
+                if let Some((want, deadline)) = self.awaiting {
+                    // Events before the awaited one were delivered with it elsewhere: every
+                    // node receives events in the same (commit) order.
+                    let from = self.next.max(ring.first_seq);
+                    if let Some(at) = (from..ring.next_seq).find(|&p| ring.get(p).is_some_and(|e| e.seq == want)) {
+                        self.next = at + 1;
+                        self.awaiting = None;
+                    } else if tokio::time::Instant::now() >= deadline {
+                        // Never came: replay from where this reader started, as a lag.
+                        self.awaiting = None;
+                        self.next = self.next.max(ring.first_seq);
+                        return Err(Lagged { missed: 0 });
+                    }
                 }
-                while self.next < ring.next_seq {
-                    let event = ring.get(self.next).cloned();
-                    self.next += 1;
-                    if let Some(event) = event
-                        && !event.superseded
-                        && keep(&event)
-                    {
-                        return Ok(event);
+                if self.awaiting.is_none() {
+                    if self.next < ring.first_seq {
+                        let missed = ring.first_seq - self.next;
+                        self.next = ring.first_seq;
+                        return Err(Lagged { missed });
+                    }
+                    while self.next < ring.next_seq {
+                        let event = ring.get(self.next).cloned();
+                        self.next += 1;
+                        if let Some(event) = event
+                            && !event.superseded
+                            && keep(&event)
+                        {
+                            return Ok(event);
+                        }
                     }
                 }
                 self.tip.mark_unchanged();
             }
-            // Woken by the next publish; the bus outlives its subscribers, so this never errs
-            // while one exists.
-            if self.tip.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            // Woken by the next publish (or the end of a wait for an awaited id); the bus
+            // outlives its subscribers, so this never errs while one exists.
+            let changed = self.tip.changed();
+            match self.awaiting {
+                Some((_, deadline)) => {
+                    let _ = tokio::time::timeout_at(deadline, changed).await;
+                }
+                None => {
+                    if changed.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
             }
         }
     }
@@ -255,6 +294,7 @@ impl EventBus {
                 first_seq,
                 next_seq: first_seq,
                 by_seq,
+                max_seen: 0,
                 bytes: 0,
                 limits,
                 last_progress: HashMap::new(),
@@ -294,7 +334,8 @@ impl EventBus {
     pub fn subscribe(self: &Arc<Self>, keep: impl Fn(&JobEvent) -> bool) -> (Vec<Arc<JobEvent>>, Subscription) {
         let ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let past = ring.events.iter().filter(|e| keep(e)).cloned().collect();
-        let subscription = Subscription { bus: Arc::clone(self), next: ring.next_seq, tip: self.tip.subscribe() };
+        let subscription =
+            Subscription { bus: Arc::clone(self), next: ring.next_seq, tip: self.tip.subscribe(), awaiting: None };
         (past, subscription)
     }
 
@@ -302,16 +343,20 @@ impl EventBus {
     /// [`Lagged`] if the ring no longer holds what followed.
     pub fn subscribe_after(self: &Arc<Self>, seq: u64) -> Subscription {
         let ring = self.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = match &ring.by_seq {
-            None => seq.saturating_add(1).min(ring.next_seq),
+        let (next, awaiting) = match &ring.by_seq {
+            None => (seq.saturating_add(1).min(ring.next_seq), None),
             Some(by_seq) => match by_seq.get(&seq) {
-                Some(&position) => position + 1,
-                // An id this bus no longer (or never) held: what followed it is lost, so the
-                // first read reports a lag and goes on from the oldest event held.
-                None => ring.first_seq.saturating_sub(1),
+                Some(&position) => (position + 1, None),
+                // An id this bus does not hold: one another node received first (wait for
+                // it), or one it no longer holds (the wait ends in a lag, and reading goes on
+                // from the oldest event held).
+                None => {
+                    let wait = if seq > ring.max_seen { AWAIT_NEWER } else { AWAIT_OLDER };
+                    (ring.first_seq, Some((seq, tokio::time::Instant::now() + wait)))
+                }
             },
         };
-        Subscription { bus: Arc::clone(self), next, tip: self.tip.subscribe() }
+        Subscription { bus: Arc::clone(self), next, tip: self.tip.subscribe(), awaiting }
     }
 
     /// The sequence number the next event will get.
@@ -421,5 +466,20 @@ mod tests {
         bus.publish((1..=5).map(|v| event(1, v)));
         assert_eq!(sub.next(|_| true).await, Err(Lagged { missed: 2 }));
         assert_eq!(sub.next(|_| true).await.map(|e| e.version), Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_store_numbered_id_not_received_yet_is_waited_for_and_one_long_gone_is_a_lag() {
+        let numbered = |seq: u64| JobEvent { seq, ..event(seq as i64, 1) };
+        let bus = Arc::new(EventBus::numbered(RingLimits::default()));
+        bus.publish_numbered([numbered(10), numbered(11)]);
+        // Another node delivered 13 already; this one has not received it yet.
+        let mut ahead = bus.subscribe_after(13);
+        bus.publish_numbered([numbered(12), numbered(13), numbered(14)]);
+        assert_eq!(ahead.next(|_| true).await.map(|e| e.seq), Ok(14), "goes on right after 13");
+        // An id older than everything held: after a short wait, a lag, then all that is held.
+        let mut behind = bus.subscribe_after(5);
+        assert_eq!(behind.next(|_| true).await, Err(Lagged { missed: 0 }));
+        assert_eq!(behind.next(|_| true).await.map(|e| e.seq), Ok(10));
     }
 }
