@@ -813,6 +813,115 @@ pub struct PoolMetricsView {
     pub target_backlog_per_worker: u32,
 }
 
+/// `PUT /v1/alarms/{name}`: an alarm rule, the same fields as `[[alarm]]` in the config file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmRuleBody {
+    /// A queue name, or `*` for each queue separately.
+    pub queue: String,
+    /// `figure op number`, e.g. `dead > 0`. Figures: `ready`, `scheduled`, `running`, `dead`,
+    /// `oldest_ready_age_s`, `failure_rate` (failed ÷ finished attempts over `window`),
+    /// `workers` (connected workers leasing from the queue); ops `>` `>=` `<` `<=` `==` `!=`.
+    pub when: String,
+    /// How long the condition must hold before the alarm fires, e.g. `2m` (default `0s`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    /// The window of `failure_rate`, at most `1h` (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Webhook URLs told of every transition (a Slack or Mattermost incoming webhook, or any
+    /// receiver of JSON).
+    #[serde(default)]
+    pub notify: Vec<String>,
+}
+
+/// One queue's state under an alarm rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlarmQueueView {
+    /// The queue.
+    pub queue: String,
+    /// `ok` or `firing`.
+    pub state: String,
+    /// The figure's latest value.
+    pub value: f64,
+    /// When it entered `state`.
+    pub since: String,
+}
+
+/// A transition of an alarm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlarmTransitionView {
+    /// When.
+    pub at: String,
+    /// For which queue.
+    pub queue: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// The value that caused it.
+    pub value: f64,
+}
+
+/// An alarm: its rule and its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlarmView {
+    /// Its name.
+    pub name: String,
+    /// `config` (the config file declares it) or `api` (set with `PUT /v1/alarms/{name}`).
+    pub source: String,
+    /// A queue name, or `*`.
+    pub queue: String,
+    /// Its condition.
+    pub when: String,
+    /// How long the condition must hold before it fires, in milliseconds.
+    pub for_ms: u64,
+    /// The window of rates, in milliseconds.
+    pub window_ms: u64,
+    /// Its webhooks, each shown as scheme and host only: the rest of a webhook URL is often
+    /// its secret.
+    pub notify: Vec<String>,
+    /// `firing` when it fires for any queue, else `ok`.
+    pub state: String,
+    /// The figure's latest value (the largest across queues, for `*`).
+    pub value: f64,
+    /// When it entered `state`: the earliest firing queue's time, or the latest change.
+    pub since: Option<String>,
+    /// Each queue's state (one entry for a rule on one queue).
+    pub queues: Vec<AlarmQueueView>,
+    /// Its latest transitions, newest first.
+    pub history: Vec<AlarmTransitionView>,
+    /// Transitions not yet accepted by every webhook (retried with backoff).
+    pub undelivered: u32,
+}
+
+/// `GET /v1/alarms`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AlarmListResponse {
+    /// Every alarm, by name.
+    pub alarms: Vec<AlarmView>,
+}
+
+/// The body of a webhook POST: one transition of an alarm for one queue. `text` makes it a
+/// valid Slack or Mattermost incoming-webhook message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlarmNotification {
+    /// The alarm's name.
+    pub alarm: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// The queue.
+    pub queue: String,
+    /// The figure's value at the transition.
+    pub value: f64,
+    /// The condition's number.
+    pub threshold: f64,
+    /// When the transition happened.
+    pub at: String,
+    /// A line for people.
+    pub text: String,
+    /// Unique per transition, the same on every retry: a receiver can drop repeats.
+    pub id: String,
+}
+
 /// `POST /v1/tokens`: a new token.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

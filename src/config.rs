@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Autoscaled worker pools (`[[pool]]` in the config file). Defaults to none.
     pub pools: Vec<crate::scaler::config::PoolConfig>,
+    /// Alarm rules (`[[alarm]]` in the config file); more can be set through the API.
+    /// Defaults to none.
+    pub alarms: Vec<crate::core::alarm::AlarmRule>,
     /// Browser origins allowed to call the API from their pages (`https://dash.example.com`):
     /// their CORS preflights are answered. Defaults to none: CORS off.
     pub cors_origins: Vec<String>,
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             hooks: Vec::new(),
             pools: Vec::new(),
+            alarms: Vec::new(),
             tls: None,
             token_rate_limit: None,
             insecure_no_auth: false,
@@ -165,6 +169,9 @@ pub struct FileConfig {
     /// Autoscaled worker pools (`[[pool]]`).
     #[serde(default)]
     pub pool: Vec<toml::Table>,
+    /// Alarm rules (`[[alarm]]`).
+    #[serde(default)]
+    pub alarm: Vec<toml::Table>,
 }
 
 impl FileConfig {

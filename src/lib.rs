@@ -13,6 +13,7 @@
 //! - [`http`]: HTTP API v1 — thin handlers, problem JSON, SSE, the OpenAPI document.
 //! - [`api`]: the wire format shared by the server and the client.
 //! - [`maintenance`]: background services (retention pruning).
+//! - [`alarms`]: alarm rules evaluated on the leader, and their webhooks.
 //! - [`server`]: `wharf serve` wiring and ordered shutdown.
 //! - [`client`]: a client of the public API; the CLI and bench use only it.
 //! - [`cli`]: the command line.
@@ -23,6 +24,7 @@
 //! The core never imports a store or the HTTP layer; a store never imports the server; the
 //! client knows only the wire format.
 
+pub mod alarms;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -225,6 +225,41 @@ pub fn with_pools(mut rendered: String, pools: &[crate::api::PoolView]) -> Strin
     rendered
 }
 
+/// `rendered` with each alarm's state per queue added before its end: `wharf_alarm_firing`
+/// (1 or 0) and `wharf_alarm_value`.
+pub fn with_alarms(mut rendered: String, alarms: &[crate::api::AlarmView]) -> String {
+    use std::fmt::Write as _;
+    if alarms.is_empty() {
+        return rendered;
+    }
+    let mut gauges = String::new();
+    let _ = writeln!(
+        gauges,
+        "# HELP wharf_alarm_firing Whether the alarm fires for the queue (1) or not (0).\n# TYPE wharf_alarm_firing gauge"
+    );
+    // Alarm and queue names are `A-Z a-z 0-9 . _ -`: nothing to escape in a label.
+    for alarm in alarms {
+        for q in &alarm.queues {
+            let firing = u8::from(q.state == "firing");
+            let _ = writeln!(gauges, "wharf_alarm_firing{{alarm=\"{}\",queue=\"{}\"}} {firing}", alarm.name, q.queue);
+        }
+    }
+    let _ = writeln!(
+        gauges,
+        "# HELP wharf_alarm_value The figure the alarm watches, as last evaluated.\n# TYPE wharf_alarm_value gauge"
+    );
+    for alarm in alarms {
+        for q in &alarm.queues {
+            let _ = writeln!(gauges, "wharf_alarm_value{{alarm=\"{}\",queue=\"{}\"}} {}", alarm.name, q.queue, q.value);
+        }
+    }
+    match rendered.rfind("# EOF") {
+        Some(end) => rendered.insert_str(end, &gauges),
+        None => rendered.push_str(&gauges),
+    }
+    rendered
+}
+
 #[derive(Debug)]
 struct SnapshotCollector(MetricsSnapshot);
 

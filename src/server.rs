@@ -83,6 +83,22 @@ pub async fn serve(
     };
     let token = CancellationToken::new();
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(store.leadership() == Leadership::Embedded));
+    // Every node counts recent attempts (for `failure_rate`), so a new leader has the window.
+    let rates = Arc::new(crate::alarms::rates::Rates::default());
+    tokio::spawn(crate::alarms::rates::follow(
+        Arc::clone(&events),
+        Arc::clone(&rates),
+        Arc::clone(&clock),
+        token.clone(),
+    ));
+    tokio::spawn(crate::alarms::run(
+        Arc::clone(&store),
+        Arc::new(config.alarms.clone()),
+        rates,
+        Arc::clone(&clock),
+        Arc::clone(&leading),
+        token.clone(),
+    ));
     let state = AppState {
         store: Arc::clone(&store),
         events,

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod alarms;
 mod api;
 mod autoscale;
 mod bad_input;

@@ -429,6 +429,10 @@ fn expectation(method: &str, path: &str) -> Option<(Need, Queued)> {
             (Manage, Yes)
         }
         ("get", "/v1/pools" | "/v1/pools/{pool}" | "/v1/pools/{pool}/metrics") => (Read, No),
+        ("get", "/v1/alarms" | "/v1/alarms/{name}") => (Read, No),
+        // The rule's queue is in the body; a delete of an unknown alarm is 404 for any admin.
+        ("put", "/v1/alarms/{name}") => (Manage, Yes),
+        ("delete", "/v1/alarms/{name}") => (Manage, No),
         ("post", "/v1/workers/{id}/drain") | ("delete", "/v1/workers/{id}") => (Work, No),
         ("get" | "post", "/v1/tokens") | ("delete", "/v1/tokens/{id}") => (Tokens, No),
         _ => return None,
@@ -523,6 +527,7 @@ fn body_for(method: &str, path: &str, queue: &str) -> Option<Value> {
         ("post", "/v1/ack") => json!({"complete": [], "fail": []}),
         ("put", "/v1/queues/{queue}") => json!({}),
         ("post", "/v1/tokens") => json!({"role": "reader"}),
+        ("put", "/v1/alarms/{name}") => json!({"queue": queue, "when": "dead > 0"}),
         ("post", "/v1/hooks/{name}") => json!({}),
         _ => return None,
     })

@@ -480,6 +480,47 @@ pub async fn pools(args: ClientArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+pub async fn alarms(args: ClientArgs) -> anyhow::Result<u8> {
+    let client = client(&args)?;
+    let list = client.alarms().await?;
+    if args.json {
+        output::json(&list)?;
+        return Ok(0);
+    }
+    if list.alarms.is_empty() {
+        outln!("no alarms (declare them as [[alarm]] in the config file, or PUT /v1/alarms/NAME)")?;
+        return Ok(0);
+    }
+    let mut t = table(&["ALARM", "STATE", "QUEUE", "WHEN", "VALUE", "SINCE", "UNDELIVERED"]);
+    for a in &list.alarms {
+        // One line per queue of a `*` rule; a rule not evaluated yet shows its rule alone.
+        if a.queues.is_empty() {
+            t.add_row(vec![
+                a.name.clone(),
+                a.state.clone(),
+                a.queue.clone(),
+                a.when.clone(),
+                String::new(),
+                String::new(),
+                a.undelivered.to_string(),
+            ]);
+        }
+        for q in &a.queues {
+            t.add_row(vec![
+                a.name.clone(),
+                q.state.clone(),
+                q.queue.clone(),
+                a.when.clone(),
+                q.value.to_string(),
+                format!("{} ago", age(&q.since)),
+                a.undelivered.to_string(),
+            ]);
+        }
+    }
+    outln!("{t}")?;
+    Ok(0)
+}
+
 pub async fn dead(args: DeadArgs) -> anyhow::Result<u8> {
     let client = client(&args.client)?;
     let query = JobListQuery { state: Some("dead".into()), kind: None, limit: Some(args.limit), cursor: None };

@@ -77,6 +77,8 @@ pub enum Command {
     Workers(WorkersArgs),
     /// List the autoscaled pools: backlog, desired and actual workers, last decision.
     Pools(ClientArgs),
+    /// List the alarms: firing or ok per queue, value, since when, undelivered webhooks.
+    Alarms(ClientArgs),
     /// Create, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -461,6 +463,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             commands::worker_drain(client, &id).await
         }
         Command::Pools(args) => commands::pools(args).await,
+        Command::Alarms(args) => commands::alarms(args).await,
         Command::Dead(args) => commands::dead(args).await,
         Command::Redrive(args) => commands::redrive(args).await,
         Command::Cancel(args) => commands::cancel(args).await,

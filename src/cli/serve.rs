@@ -48,12 +48,6 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),
     };
-    if !file.pool.is_empty() {
-        tracing::warn!(
-            pools = file.pool.len(),
-            "the config file declares [[pool]] entries; this build has no autoscaler and ignores them"
-        );
-    }
     let mut config = ServerConfig::default();
     if let Some(listen) = args.listen.or(file.listen) {
         config.listen = listen;
@@ -126,6 +120,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<(ServerConfig, LogFormat)> {
     config.admin_token_file = args.admin_token_file.clone().or(file.admin_token_file);
     config.hooks = crate::hooks::load_all(file.hook, &|name| std::env::var(name).ok())?;
     config.pools = crate::scaler::config::load_all(file.pool)?;
+    config.alarms = crate::alarms::load_all(file.alarm)?;
     config.tls = match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
         (Some(cert), Some(key)) => Some(crate::config::TlsFiles { cert, key }),
         (None, None) => None,

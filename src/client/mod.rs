@@ -325,6 +325,11 @@ impl Client {
         Ok(self.call::<(), _>(Method::GET, "/v1/pools", None).await?.1)
     }
 
+    /// Every alarm with its state.
+    pub async fn alarms(&self) -> Result<crate::api::AlarmListResponse, ClientError> {
+        Ok(self.call::<(), _>(Method::GET, "/v1/alarms", None).await?.1)
+    }
+
     /// Asks a worker to drain: it leases nothing new and stops once its jobs are done.
     pub async fn worker_drain(&self, id: &str) -> Result<crate::api::WorkerView, ClientError> {
         Ok(self.call::<(), _>(Method::POST, &format!("/v1/workers/{}/drain", path_segment(id)), None).await?.1)

@@ -7,6 +7,7 @@
 //! Core types are not `Serialize`: the wire format lives in [`crate::api`], so the JSON shape can
 //! change without touching the rules.
 
+pub mod alarm;
 pub mod auth;
 pub mod backoff;
 pub mod id;

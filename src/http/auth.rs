@@ -98,6 +98,9 @@ pub fn requirement(method: &Method, path: &str) -> Option<Requirement> {
         ("/v1/workers/{id}/drain", false) => need(Work, Handler),
         ("/v1/workers/{id}", false) if *method == Method::DELETE => need(Work, Handler),
         ("/v1/pools" | "/v1/pools/{pool}" | "/v1/pools/{pool}/metrics", true) => need(Read, Handler),
+        ("/v1/alarms" | "/v1/alarms/{name}", true) => need(Read, Handler),
+        // The handler checks the rule's queue (every queue, for `*`).
+        ("/v1/alarms/{name}", false) if matches!(*method, Method::PUT | Method::DELETE) => need(Manage, Handler),
         ("/v1/tokens", _) | ("/v1/tokens/{id}", false) => need(Tokens, Unrestricted),
         _ => None,
     }

@@ -81,6 +81,10 @@ problem_codes! {
     WorkerNotFound => (404, "worker_not_found", "Worker not found"),
     /// No pool has this name.
     PoolNotFound => (404, "pool_not_found", "Pool not found"),
+    /// No alarm has this name.
+    AlarmNotFound => (404, "alarm_not_found", "Alarm not found"),
+    /// The alarm is declared in the config file, which the API does not change.
+    AlarmDeclared => (409, "alarm_declared", "Alarm declared in the config file"),
     /// Tokens cannot be managed while authentication is off.
     AuthOff => (409, "auth_off", "Authentication is off"),
     /// A cross-site request from an origin that is not allowed.

@@ -26,7 +26,7 @@ pub mod sse;
 pub mod views;
 
 use error::{ApiError, ProblemCode};
-use routes::{hooks, jobs, ops, pools, queues, tokens, work};
+use routes::{alarms, hooks, jobs, ops, pools, queues, tokens, work};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -72,6 +72,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/pools", get(pools::list))
         .route("/v1/pools/{pool}", get(pools::get))
         .route("/v1/pools/{pool}/metrics", get(pools::metrics))
+        .route("/v1/alarms", get(alarms::list))
+        .route("/v1/alarms/{name}", get(alarms::get).put(alarms::put).delete(alarms::delete))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/health", get(ops::health))

@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use super::routes::{hooks, jobs, ops, pools, queues, tokens, work};
+use super::routes::{alarms, hooks, jobs, ops, pools, queues, tokens, work};
 use super::sse;
 
 #[derive(OpenApi)]
@@ -16,6 +16,7 @@ use super::sse;
         work::lease, work::workers, work::drain, work::leave, work::heartbeat, work::complete, work::fail, work::release,
         work::ack,
         pools::list, pools::get, pools::metrics,
+        alarms::list, alarms::get, alarms::put, alarms::delete,
         ops::health, ops::ready, ops::metrics, ops::openapi,
         tokens::create, tokens::list, tokens::revoke,
         hooks::receive,
@@ -25,6 +26,7 @@ use super::sse;
         (name = "queues", description = "Queue policy, counts and dead letters"),
         (name = "workers", description = "The protocol workers speak"),
         (name = "pools", description = "Autoscaled worker pools"),
+        (name = "alarms", description = "Alarm rules on queue figures, and their webhooks"),
         (name = "operations", description = "Health, readiness, metrics"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "hooks", description = "Webhook ingress, signed by the provider"),
@@ -76,7 +78,8 @@ pub fn document() -> serde_json::Value {
                 operation.get_mut("parameters").and_then(serde_json::Value::as_array_mut).into_iter().flatten()
             {
                 let pattern = match parameter.get("name").and_then(serde_json::Value::as_str) {
-                    Some("queue") => QUEUE_PATTERN,
+                    // Alarm and hook names are spelled like queue names.
+                    Some("queue" | "name") => QUEUE_PATTERN,
                     Some("id") => ID_PATTERN,
                     _ => continue,
                 };
@@ -145,6 +148,14 @@ fn refine_schemas(doc: &mut serde_json::Value) {
     token["name"]["minLength"] = 1.into();
     token["name"]["maxLength"] = 256.into();
     token["name"]["pattern"] = NAME_PATTERN.into();
+    // The forms an alarm rule's fields take (the server accepts more duration spellings).
+    let alarm = &mut schemas["AlarmRuleBody"]["properties"];
+    alarm["queue"]["pattern"] = "^(\\*|[A-Za-z0-9._-]{1,128})$".into();
+    alarm["when"]["pattern"] = "^ ?(ready|scheduled|running|dead|oldest_ready_age_s|failure_rate|workers) ?(>=|<=|==|!=|>|<) ?-?[0-9]{1,12}(\\.[0-9]{1,12})? ?$".into();
+    alarm["for"]["pattern"] = "^([0-9]{1,4}(ms|s|m)|[0-9]{1,2}h)$".into();
+    alarm["window"]["pattern"] = "^([1-9][0-9]{0,2}(ms|s)|[1-9]m|[1-5][0-9]m|60m|1h)$".into();
+    alarm["notify"]["maxItems"] = 10.into();
+    alarm["notify"]["items"] = serde_json::json!({"type": "string", "pattern": "^https?://[!-~]{1,2000}$"});
     for request in ["AckComplete", "AckFail"] {
         schemas[request]["properties"]["id"]["pattern"] = ID_PATTERN.into();
     }

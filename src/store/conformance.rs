@@ -88,6 +88,7 @@ macro_rules! store_conformance_suite {
             a_worker_that_leaves_is_gone_at_once,
             backlog_counts_ready_and_running_jobs_with_the_policy,
             pool_state_is_kept_by_name,
+            alarm_rules_and_states_are_kept_apart,
             the_oldest_ready_job_is_found_across_priorities,
         );
     };
@@ -979,6 +980,31 @@ pub async fn pool_state_is_kept_by_name(h: &Harness) {
     let kept: Vec<(String, String)> =
         h.store.pool_list().await.unwrap().into_iter().map(|r| (r.name, r.state)).collect();
     assert_eq!(kept, vec![("pdf".into(), "{\"v\":3}".into()), ("video".into(), "{\"v\":2}".into())]);
+}
+
+pub async fn alarm_rules_and_states_are_kept_apart(h: &Harness) {
+    let at = Timestamp::from_millis(1_700_000_000_000);
+    let later = Timestamp::from_millis(1_700_000_001_000);
+    assert!(h.store.alarm_rule_put("api".into(), "{\"r\":1}".into(), at).await.unwrap(), "a new rule");
+    h.store.alarm_state_put("api".into(), "{\"s\":1}".into(), at).await.unwrap();
+    // A rule the config file declares has a state and no stored rule.
+    h.store.alarm_state_put("declared".into(), "{\"s\":2}".into(), at).await.unwrap();
+    // Replacing a rule keeps its state; writing a state keeps the rule.
+    assert!(!h.store.alarm_rule_put("api".into(), "{\"r\":2}".into(), later).await.unwrap(), "a replaced rule");
+    h.store.alarm_state_put("api".into(), "{\"s\":3}".into(), later).await.unwrap();
+    let rows = |list: Vec<crate::store::AlarmRecord>| -> Vec<(String, Option<String>, Option<String>)> {
+        list.into_iter().map(|r| (r.name, r.rule, r.state)).collect()
+    };
+    assert_eq!(
+        rows(h.store.alarm_list().await.unwrap()),
+        vec![
+            ("api".into(), Some("{\"r\":2}".into()), Some("{\"s\":3}".into())),
+            ("declared".into(), None, Some("{\"s\":2}".into())),
+        ]
+    );
+    assert!(h.store.alarm_delete("api".into()).await.unwrap());
+    assert!(!h.store.alarm_delete("api".into()).await.unwrap(), "deleting twice finds nothing");
+    assert_eq!(rows(h.store.alarm_list().await.unwrap()), vec![("declared".into(), None, Some("{\"s\":2}".into()))]);
 }
 
 fn params_for(worker: &str, queues: &[&str]) -> JobLeaseParams {

@@ -368,6 +368,23 @@ pub struct PoolRecord {
     pub updated_at: Timestamp,
 }
 
+/// An alarm's row: its rule when set through the API, and the state the leader last wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmRecord {
+    /// The alarm's name.
+    pub name: String,
+    /// The rule as set through the API (JSON, the API's shape); `None` for a rule only the
+    /// config file declares.
+    pub rule: Option<String>,
+    /// Its state, as JSON (the alarm evaluator's own format); `None` before the first.
+    pub state: Option<String>,
+    /// When either was last written.
+    pub updated_at: Timestamp,
+}
+
+/// Most alarm rules set through the API.
+pub const MAX_ALARMS: u64 = 1_000;
+
 /// A queue's policy and counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueInfo {
@@ -549,6 +566,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every autoscaled pool's last state, by name.
     async fn pool_list(&self) -> StoreResult<Vec<PoolRecord>>;
+
+    /// Sets an alarm rule (JSON), keeping the alarm's state; true when it is new. Refuses a
+    /// new one past [`MAX_ALARMS`] with [`StoreError::Invalid`].
+    async fn alarm_rule_put(&self, name: String, rule: String, at: Timestamp) -> StoreResult<bool>;
+
+    /// Forgets an alarm: its rule and its state; false if there was neither.
+    async fn alarm_delete(&self, name: String) -> StoreResult<bool>;
+
+    /// Stores an alarm's state (JSON), keeping its rule.
+    async fn alarm_state_put(&self, name: String, state: String, at: Timestamp) -> StoreResult<()>;
+
+    /// Every alarm row, by name.
+    async fn alarm_list(&self) -> StoreResult<Vec<AlarmRecord>>;
 
     /// Asks a worker to drain: its lease requests, parked ones included, end with
     /// [`StoreError::WorkerDraining`] from now on. A worker not seen yet is remembered as

@@ -1,6 +1,7 @@
 //! The handlers, one file per resource. Each is thin: extract and validate, call the store,
 //! convert the answer.
 
+pub(super) mod alarms;
 pub(super) mod hooks;
 pub(super) mod jobs;
 pub(super) mod ops;
@@ -12,8 +13,8 @@ pub(super) mod work;
 use super::AppState;
 use super::extract::BodyLimit;
 use crate::api::{
-    AckRequest, BatchEnqueueRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest, LeaseRequest,
-    QueuePolicyRequest, RedriveRequest, ReleaseRequest, TokenCreateRequest,
+    AckRequest, AlarmRuleBody, BatchEnqueueRequest, CompleteRequest, EnqueueRequest, FailRequest, HeartbeatRequest,
+    LeaseRequest, QueuePolicyRequest, RedriveRequest, ReleaseRequest, TokenCreateRequest,
 };
 
 impl BodyLimit for EnqueueRequest {}
@@ -24,6 +25,7 @@ impl BodyLimit for ReleaseRequest {}
 impl BodyLimit for LeaseRequest {}
 impl BodyLimit for QueuePolicyRequest {}
 impl BodyLimit for TokenCreateRequest {}
+impl BodyLimit for AlarmRuleBody {}
 
 impl BodyLimit for BatchEnqueueRequest {
     fn body_limit(state: &AppState) -> usize {

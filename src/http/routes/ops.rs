@@ -39,7 +39,10 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Re
     let mut pools = crate::scaler::autoscaler::views(&*state.store, &state.config.pools, state.clock.now()).await?;
     pools.retain(|p| p.queues.iter().any(|q| caller.sees(q)));
     let rendered = crate::metrics::with_leader(crate::metrics::render(snapshot), leading);
-    let mut response = crate::metrics::with_pools(rendered, &pools).into_response();
+    let mut alarms = crate::alarms::views(&*state.store, &state.config.alarms).await?;
+    alarms.retain_mut(|a| crate::alarms::visible_queues(a, |q| caller.sees(q)));
+    let rendered = crate::metrics::with_pools(rendered, &pools);
+    let mut response = crate::metrics::with_alarms(rendered, &alarms).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -1853,6 +1853,49 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn alarm_rule_put(&self, name: String, rule: String, at: Timestamp) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = db!(client.transaction());
+        db!(tx.execute(&prep!(tx, sql::ALARM_CREATE_LOCK), &[]));
+        let exists: i64 = db!(tx.query_one(&prep!(tx, sql::ALARM_RULE_EXISTS), &[&name])).get(0);
+        if exists == 0 {
+            let count: i64 = db!(tx.query_one(&prep!(tx, sql::ALARM_RULE_COUNT), &[])).get(0);
+            if count as u64 >= crate::store::MAX_ALARMS {
+                return Err(StoreError::Invalid(Invalid::new(
+                    "name",
+                    format!("there are already {} alarms; delete unused ones first", crate::store::MAX_ALARMS),
+                )));
+            }
+        }
+        db!(tx.execute(&prep!(tx, sql::ALARM_RULE_PUT), &[&name, &rule, &at.as_millis()]));
+        db!(tx.commit());
+        Ok(exists == 0)
+    }
+
+    async fn alarm_delete(&self, name: String) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(db!(client.execute(&prep!(client, sql::ALARM_DELETE), &[&name])) > 0)
+    }
+
+    async fn alarm_state_put(&self, name: String, state: String, at: Timestamp) -> StoreResult<()> {
+        let client = self.client().await?;
+        db!(client.execute(&prep!(client, sql::ALARM_STATE_PUT), &[&name, &state, &at.as_millis()]));
+        Ok(())
+    }
+
+    async fn alarm_list(&self) -> StoreResult<Vec<crate::store::AlarmRecord>> {
+        let client = self.client().await?;
+        Ok(db!(client.query(&prep!(client, sql::ALARM_ALL), &[]))
+            .iter()
+            .map(|r| crate::store::AlarmRecord {
+                name: r.get(0),
+                rule: r.get(1),
+                state: r.get(2),
+                updated_at: Timestamp::from_millis(r.get(3)),
+            })
+            .collect())
+    }
+
     async fn worker_drain(&self, id: String, even_unseen: bool) -> StoreResult<()> {
         let now = self.now();
         let client = self.client().await?;

@@ -8,8 +8,11 @@
 //! node's memory.
 
 /// Versioned schema migrations, applied in order at start under an advisory lock.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_workers_pools.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_workers_pools.sql"),
+    include_str!("migrations/0003_alarms.sql"),
+];
 
 /// The advisory lock key of migrations (any constant; "wharf" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x0077_6861_7266;
@@ -353,6 +356,23 @@ pub(super) const POOLS: &str = "SELECT name, state, updated_at FROM wharf.pools 
 /// Forgets workers not seen for long.
 pub(super) const WORKERS_PRUNE: &str = "DELETE FROM wharf.workers w WHERE w.last_seen < $1 \
      AND NOT EXISTS (SELECT 1 FROM wharf.jobs j WHERE j.state = 'running' AND j.worker_id = w.id)";
+
+/// Serialises the creation of alarm rules across nodes, so the limit on their number holds.
+pub(super) const ALARM_CREATE_LOCK: &str = "SELECT pg_advisory_xact_lock(7768617269)";
+/// How many alarm rules were set through the API.
+pub(super) const ALARM_RULE_COUNT: &str = "SELECT count(*) FROM wharf.alarms WHERE rule IS NOT NULL";
+/// Whether an alarm rule of this name was set through the API.
+pub(super) const ALARM_RULE_EXISTS: &str = "SELECT count(*) FROM wharf.alarms WHERE name = $1 AND rule IS NOT NULL";
+/// Sets an alarm rule, keeping its state.
+pub(super) const ALARM_RULE_PUT: &str = "INSERT INTO wharf.alarms (name, rule, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET rule = excluded.rule, updated_at = excluded.updated_at";
+/// Forgets an alarm rule and its state.
+pub(super) const ALARM_DELETE: &str = "DELETE FROM wharf.alarms WHERE name = $1";
+/// Stores an alarm's state, keeping its rule.
+pub(super) const ALARM_STATE_PUT: &str = "INSERT INTO wharf.alarms (name, state, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at";
+/// Every alarm row.
+pub(super) const ALARM_ALL: &str = "SELECT name, rule, state, updated_at FROM wharf.alarms ORDER BY name";
 
 /// Stores a token.
 pub(super) const TOKEN_INSERT: &str =

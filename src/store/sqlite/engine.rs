@@ -60,6 +60,7 @@ use crate::store::{
     JobLeaseParams, JobListParams, JobPage, JobReleaseParams, JobSummary, LeaseHeartbeatParams, LeasedJob, QueueInfo,
     Settled, StoreError, StoreResult, TokenRecord, WorkerInfo,
 };
+use crate::store::{AlarmRecord, MAX_ALARMS};
 
 /// Most commands applied in one transaction.
 const MAX_BATCH: usize = 1_024;
@@ -87,6 +88,10 @@ pub(super) enum Command {
     TokenInsert { token: TokenRecord, reply: Reply<()> },
     TokenList { reply: Reply<Vec<TokenRecord>> },
     TokenDelete { id: String, reply: Reply<bool> },
+    AlarmRulePut { name: String, rule: String, at: Timestamp, reply: Reply<bool> },
+    AlarmDelete { name: String, reply: Reply<bool> },
+    AlarmStatePut { name: String, state: String, at: Timestamp, reply: Reply<()> },
+    AlarmList { reply: Reply<Vec<AlarmRecord>> },
     Redrive { params: DeadRedriveParams, reply: Reply<Vec<JobId>> },
     Prune { limit: u32, reply: Reply<u64> },
     Maintain { reply: Reply<()> },
@@ -120,6 +125,9 @@ impl Command {
             Command::TokenInsert { reply, .. } => drop(reply.send(Err(err))),
             Command::TokenList { reply } => drop(reply.send(Err(err))),
             Command::TokenDelete { reply, .. } => drop(reply.send(Err(err))),
+            Command::AlarmRulePut { reply, .. } | Command::AlarmDelete { reply, .. } => drop(reply.send(Err(err))),
+            Command::AlarmStatePut { reply, .. } => drop(reply.send(Err(err))),
+            Command::AlarmList { reply } => drop(reply.send(Err(err))),
             Command::Redrive { reply, .. } => drop(reply.send(Err(err))),
             Command::Prune { reply, .. } => drop(reply.send(Err(err))),
             Command::Maintain { reply } => drop(reply.send(Err(err))),
@@ -684,6 +692,25 @@ impl Engine {
                 let deleted = self.conn.prepare_cached(sql::TOKEN_DELETE).and_then(|mut s| s.execute([id]));
                 cx.settle(reply, deleted.map(|n| Ok(n > 0)))?;
             }
+            Command::AlarmRulePut { name, rule, at, reply } => {
+                let put = self.alarm_rule_put(&name, &rule, at);
+                cx.settle(reply, put)?;
+            }
+            Command::AlarmDelete { name, reply } => {
+                let deleted = self.conn.prepare_cached(sql::ALARM_DELETE).and_then(|mut s| s.execute([name]));
+                cx.settle(reply, deleted.map(|n| Ok(n > 0)))?;
+            }
+            Command::AlarmStatePut { name, state, at, reply } => {
+                let put = self
+                    .conn
+                    .prepare_cached(sql::ALARM_STATE_PUT)
+                    .and_then(|mut s| s.execute(params![name, state, at.as_millis()]));
+                cx.settle(reply, put.map(|_| Ok(())))?;
+            }
+            Command::AlarmList { reply } => {
+                let alarms = self.alarm_list().map(Ok);
+                cx.settle(reply, alarms)?;
+            }
             Command::Redrive { params, reply } => {
                 let moved = self.redrive(params, cx);
                 cx.settle(reply, moved)?;
@@ -771,6 +798,34 @@ impl Engine {
             token.created_at.as_millis(),
         ])?;
         Ok(Ok(()))
+    }
+
+    fn alarm_rule_put(&self, name: &str, rule: &str, at: Timestamp) -> rusqlite::Result<StoreResult<bool>> {
+        let exists: i64 = self.conn.prepare_cached(sql::ALARM_RULE_EXISTS)?.query_row([name], |row| row.get(0))?;
+        if exists == 0 {
+            let count: i64 = self.conn.prepare_cached(sql::ALARM_RULE_COUNT)?.query_row([], |row| row.get(0))?;
+            if count as u64 >= MAX_ALARMS {
+                return Ok(Err(StoreError::Invalid(crate::core::Invalid::new(
+                    "name",
+                    format!("there are already {MAX_ALARMS} alarms; delete unused ones first"),
+                ))));
+            }
+        }
+        self.conn.prepare_cached(sql::ALARM_RULE_PUT)?.execute(params![name, rule, at.as_millis()])?;
+        Ok(Ok(exists == 0))
+    }
+
+    fn alarm_list(&self) -> rusqlite::Result<Vec<AlarmRecord>> {
+        let mut stmt = self.conn.prepare_cached(sql::ALARM_ALL)?;
+        let rows = stmt.query_map([], |row| {
+            Ok(AlarmRecord {
+                name: row.get(0)?,
+                rule: row.get(1)?,
+                state: row.get(2)?,
+                updated_at: Timestamp::from_millis(row.get(3)?),
+            })
+        })?;
+        rows.collect()
     }
 
     fn token_list(&self) -> rusqlite::Result<Vec<TokenRecord>> {

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::core::{Clock, Job, JobId, NewJob, QueueName, QueuePolicyPatch};
+use crate::core::{Clock, Job, JobId, NewJob, QueueName, QueuePolicyPatch, Timestamp};
 use crate::events::EventBus;
 use crate::metrics::MetricsSnapshot;
 use crate::store::{
@@ -318,6 +318,22 @@ impl Store for SqliteStore {
 
     async fn token_delete(&self, id: String) -> StoreResult<bool> {
         self.call(|reply| Command::TokenDelete { id, reply }).await
+    }
+
+    async fn alarm_rule_put(&self, name: String, rule: String, at: Timestamp) -> StoreResult<bool> {
+        self.call(|reply| Command::AlarmRulePut { name, rule, at, reply }).await
+    }
+
+    async fn alarm_delete(&self, name: String) -> StoreResult<bool> {
+        self.call(|reply| Command::AlarmDelete { name, reply }).await
+    }
+
+    async fn alarm_state_put(&self, name: String, state: String, at: Timestamp) -> StoreResult<()> {
+        self.call(|reply| Command::AlarmStatePut { name, state, at, reply }).await
+    }
+
+    async fn alarm_list(&self) -> StoreResult<Vec<crate::store::AlarmRecord>> {
+        self.call(|reply| Command::AlarmList { reply }).await
     }
 
     async fn dead_redrive(&self, params: DeadRedriveParams) -> StoreResult<Vec<JobId>> {

@@ -16,8 +16,11 @@
 
 /// Versioned schema migrations, applied in order at open; `PRAGMA user_version` records how many
 /// have run.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_hardening.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_hardening.sql"),
+    include_str!("migrations/0003_alarms.sql"),
+];
 
 /// The columns of a [`JobSummary`](crate::store::JobSummary), in `rows::summary` order.
 macro_rules! summary_columns {
@@ -83,6 +86,21 @@ pub(super) const TOKEN_COUNT: &str = "SELECT COUNT(*) FROM tokens";
 
 /// Revokes a token.
 pub(super) const TOKEN_DELETE: &str = "DELETE FROM tokens WHERE id = ?1";
+
+/// How many alarm rules were set through the API.
+pub(super) const ALARM_RULE_COUNT: &str = "SELECT COUNT(*) FROM alarms WHERE rule IS NOT NULL";
+/// Whether an alarm rule of this name was set through the API.
+pub(super) const ALARM_RULE_EXISTS: &str = "SELECT COUNT(*) FROM alarms WHERE name = ?1 AND rule IS NOT NULL";
+/// Sets an alarm rule, keeping its state.
+pub(super) const ALARM_RULE_PUT: &str = "INSERT INTO alarms (name, rule, updated_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET rule = excluded.rule, updated_at = excluded.updated_at";
+/// Forgets an alarm rule and its state.
+pub(super) const ALARM_DELETE: &str = "DELETE FROM alarms WHERE name = ?1";
+/// Stores an alarm's state, keeping its rule.
+pub(super) const ALARM_STATE_PUT: &str = "INSERT INTO alarms (name, state, updated_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at";
+/// Every alarm row.
+pub(super) const ALARM_ALL: &str = "SELECT name, rule, state, updated_at FROM alarms ORDER BY name";
 
 /// Enqueue.
 pub(super) const JOB_INSERT: &str = "INSERT INTO jobs (id, queue, kind, state, priority, run_at, max_attempts, \

@@ -1,0 +1,162 @@
+//! Each queue's recent attempts, from the event bus: what `failure_rate` is computed from.
+//!
+//! Every node counts (on PostgreSQL every node's bus carries every node's events), so a node
+//! that becomes leader has the window already. Counts are kept per second for the longest
+//! window a rule may have ([`MAX_WINDOW`]), and only for seconds in which an attempt ended:
+//! a queue that finishes attempts every second holds 3,600 small entries at most.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::core::alarm::MAX_WINDOW;
+use crate::core::{JobState, Timestamp};
+use crate::events::{EventBus, EventKind, JobEvent};
+
+/// Attempts that ended in one second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Second {
+    at_s: i64,
+    failed: u32,
+    finished: u32,
+}
+
+/// Recent attempts of every queue.
+#[derive(Debug, Default)]
+pub struct Rates {
+    queues: Mutex<HashMap<Arc<str>, VecDeque<Second>>>,
+}
+
+impl Rates {
+    /// Counts one event: a failed attempt (its change carries the error) or a success.
+    pub fn record(&self, event: &JobEvent) {
+        if event.kind != EventKind::State {
+            return;
+        }
+        let failed = event.error.is_some();
+        if !failed && event.state != JobState::Succeeded {
+            return;
+        }
+        let at_s = event.at.as_millis().div_euclid(1000);
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let seconds = queues.entry(Arc::clone(&event.queue)).or_default();
+        match seconds.back_mut() {
+            Some(last) if last.at_s == at_s => {
+                last.failed += u32::from(failed);
+                last.finished += 1;
+            }
+            // Events from several nodes can come a little out of time order: count a late
+            // one in the latest second rather than reorder.
+            Some(last) if last.at_s > at_s => {
+                last.failed += u32::from(failed);
+                last.finished += 1;
+            }
+            _ => seconds.push_back(Second { at_s, failed: u32::from(failed), finished: 1 }),
+        }
+        let oldest = at_s - MAX_WINDOW.as_secs() as i64;
+        while seconds.front().is_some_and(|s| s.at_s <= oldest) {
+            seconds.pop_front();
+        }
+    }
+
+    /// Failed attempts ÷ finished attempts of `queue` in the `window` before `now`; 0 when
+    /// none finished.
+    pub fn failure_rate(&self, queue: &str, window: Duration, now: Timestamp) -> f64 {
+        let from = now.as_millis().div_euclid(1000) - window.as_secs().max(1) as i64;
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(seconds) = queues.get(queue) else { return 0.0 };
+        let (failed, finished) = seconds
+            .iter()
+            .rev()
+            .take_while(|s| s.at_s > from)
+            .fold((0u64, 0u64), |(f, n), s| (f + u64::from(s.failed), n + u64::from(s.finished)));
+        if finished == 0 { 0.0 } else { failed as f64 / finished as f64 }
+    }
+
+    /// Forgets queues with nothing in the longest window (deleted or idle ones).
+    fn forget_idle(&self, now: Timestamp) {
+        let oldest = now.as_millis().div_euclid(1000) - MAX_WINDOW.as_secs() as i64;
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.retain(|_, seconds| seconds.back().is_some_and(|s| s.at_s > oldest));
+    }
+}
+
+/// Counts every event of `bus` into `rates` until `shutdown`.
+pub async fn follow(
+    bus: Arc<EventBus>,
+    rates: Arc<Rates>,
+    clock: Arc<dyn crate::core::Clock>,
+    shutdown: CancellationToken,
+) {
+    let (_, mut subscription) = bus.subscribe(|_| false);
+    let mut tidy = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            next = subscription.next(|e| e.kind == EventKind::State) => {
+                // A lag loses some counts: the rate is an estimate over what was seen.
+                if let Ok(event) = next {
+                    rates.record(&event);
+                }
+            }
+            _ = tidy.tick() => rates.forget_idle(clock.now()),
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::JobId;
+
+    fn ended(queue: &str, at_ms: i64, failed: bool) -> JobEvent {
+        JobEvent {
+            seq: 0,
+            job_id: JobId::from_raw(1),
+            queue: Arc::from(queue),
+            version: 2,
+            kind: EventKind::State,
+            state: if failed { JobState::Scheduled } else { JobState::Succeeded },
+            attempt: 1,
+            at: Timestamp::from_millis(at_ms),
+            data: None,
+            error: failed.then(|| "boom".to_owned()),
+            run_at: None,
+            superseded: false,
+        }
+    }
+
+    #[test]
+    fn the_failure_rate_counts_failed_over_finished_attempts_in_the_window() {
+        let rates = Rates::default();
+        let now = Timestamp::from_millis(1_000_000);
+        assert_eq!(rates.failure_rate("q", Duration::from_secs(60), now), 0.0, "nothing finished");
+        // Long ago: outside a 60 s window.
+        rates.record(&ended("q", 800_000, true));
+        for at in [950_000, 990_000, 999_000] {
+            rates.record(&ended("q", at, false));
+        }
+        rates.record(&ended("q", 999_500, true));
+        rates.record(&ended("other", 999_500, true));
+        assert_eq!(rates.failure_rate("q", Duration::from_secs(60), now), 0.25);
+        assert_eq!(rates.failure_rate("q", Duration::from_secs(300), now), 0.4);
+        // Progress, a new lease or a cancel is not an attempt that ended.
+        let mut progress = ended("q", 999_900, false);
+        progress.kind = EventKind::Progress;
+        rates.record(&progress);
+        let mut canceled = ended("q", 999_900, false);
+        canceled.state = JobState::Canceled;
+        rates.record(&canceled);
+        assert_eq!(rates.failure_rate("q", Duration::from_secs(60), now), 0.25);
+    }
+
+    #[test]
+    fn idle_queues_are_forgotten() {
+        let rates = Rates::default();
+        rates.record(&ended("q", 1_000, true));
+        rates.forget_idle(Timestamp::from_millis(1_000 + MAX_WINDOW.as_millis() as i64 + 2_000));
+        assert!(rates.queues.lock().unwrap().is_empty());
+    }
+}
