@@ -10,6 +10,7 @@ mod autoscale;
 mod bad_input;
 mod chaos;
 mod cli;
+mod dashboard;
 mod durability;
 mod examples;
 mod first_run;

@@ -60,8 +60,9 @@ pub struct Requirement {
     pub per_job: bool,
 }
 
-/// Routes that need no token.
-pub const PUBLIC_ROUTES: [&str; 3] = ["/health", "/ready", "/v1/hooks/{name}"];
+/// Routes that need no token: probes, webhook ingress, and the dashboard's page and assets
+/// (static; everything they show comes through the API with the user's token).
+pub const PUBLIC_ROUTES: [&str; 5] = ["/health", "/ready", "/v1/hooks/{name}", "/", "/assets/{file}"];
 
 /// What the route `method path` (its template, as in the OpenAPI document) needs; `None` for
 /// a route this table does not know, which is refused.

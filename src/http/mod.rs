@@ -17,6 +17,7 @@ use crate::events::EventBus;
 use crate::store::Store;
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod gate;
@@ -76,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/alarms/{name}", get(alarms::get).put(alarms::put).delete(alarms::delete))
         .route("/v1/events", get(sse::all_events))
         .route("/v1/openapi.json", get(ops::openapi))
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::assets))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

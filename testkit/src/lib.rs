@@ -3,5 +3,7 @@
 //!
 //! - [`postgres`]: a throwaway PostgreSQL server (`initdb` + `pg_ctl` on a temporary directory
 //!   and a free port), one per process, a fresh database per test.
+//! - [`browser`]: a headless Chromium driven through ChromeDriver (WebDriver).
 
+pub mod browser;
 pub mod postgres;
