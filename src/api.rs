@@ -249,6 +249,17 @@ pub struct JobListQuery {
     /// Only jobs of this kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Only jobs with a failed attempt whose error contains this text (case-insensitive, at
+    /// most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 256)]
+    pub error: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_before: Option<String>,
     /// Page size, 1–1000; default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(minimum = 1, maximum = 1_000)]
@@ -574,6 +585,60 @@ pub struct QueueView {
     pub oldest_ready_at: Option<String>,
     /// Its policy.
     pub policy: PolicyView,
+    /// Attempts that succeeded and failed per minute over the last 15 minutes; in listings and
+    /// `GET /v1/queues/{queue}`, absent when none ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentView>,
+}
+
+/// A queue's attempts per minute, oldest first, the current minute last.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecentView {
+    /// Attempts that succeeded, per minute.
+    pub succeeded: Vec<u64>,
+    /// Attempts that failed, per minute (retried or not).
+    pub failed: Vec<u64>,
+}
+
+/// `GET /v1/queues/{queue}/stats`: the last hour, a point per `step_ms` in which anything
+/// happened, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueStatsResponse {
+    /// The queue.
+    pub queue: String,
+    /// The time each point covers, in milliseconds.
+    pub step_ms: u64,
+    /// The points, oldest first; steps with no activity are left out.
+    pub points: Vec<StatsPointView>,
+}
+
+/// One step of a queue's statistics.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsPointView {
+    /// When the step starts.
+    pub at: String,
+    /// Attempts that succeeded in it.
+    pub succeeded: u64,
+    /// Attempts that failed in it.
+    pub failed: u64,
+    /// Time from ready to leased of the jobs leased in it, as seen by the answering node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<PercentilesView>,
+    /// Time from leased to the end of the attempts that ended in it, as seen by the answering
+    /// node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<PercentilesView>,
+}
+
+/// Latency percentiles, in milliseconds, estimated from histogram buckets.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PercentilesView {
+    /// The median.
+    pub p50: f64,
+    /// The 95th percentile.
+    pub p95: f64,
+    /// The 99th percentile.
+    pub p99: f64,
 }
 
 /// `GET /v1/queues`.
@@ -939,6 +1004,22 @@ pub struct TokenCreateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(exclusive_minimum = 0, maximum = 1_000_000)]
     pub rate: Option<f64>,
+}
+
+/// The answer to `GET /v1/whoami`: who the presented token is and what it may do, so a
+/// client (the dashboard) offers only what will be allowed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmIResponse {
+    /// The token's id; `admin` for the admin token; `anonymous` when authentication is off.
+    pub id: String,
+    /// Its role.
+    pub role: String,
+    /// Its queue patterns; absent for every queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<String>>,
+    /// What it may do, on the queues it sees: `read`, `enqueue`, `cancel`, `work`, `manage`,
+    /// `tokens`.
+    pub may: Vec<String>,
 }
 
 /// A token as listed: everything but the token itself.

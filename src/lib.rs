@@ -39,6 +39,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod scaler;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod worker;

@@ -71,6 +71,42 @@ impl LatencyHistogram {
         self.count += 1;
     }
 
+    /// What was observed since `earlier`, a previous reading of the same histogram (empty
+    /// when this one was reset in between).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        if earlier.count > self.count {
+            return self.clone();
+        }
+        let mut out = LatencyHistogram::default();
+        for (slot, (now, then)) in out.buckets.iter_mut().zip(self.buckets.iter().zip(&earlier.buckets)) {
+            *slot = now.saturating_sub(*then);
+        }
+        out.sum_seconds = (self.sum_seconds - earlier.sum_seconds).max(0.0);
+        out.count = self.count - earlier.count;
+        out
+    }
+
+    /// The `q` quantile (0–1) in seconds, interpolated within its bucket as Prometheus's
+    /// `histogram_quantile` does; `None` with no observation. Above the last bound it is
+    /// that bound.
+    pub fn quantile_seconds(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let Some(&upper) = LATENCY_BUCKETS.get(i) else { return LATENCY_BUCKETS.last().copied() };
+                let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                return Some(lower + (upper - lower) * within);
+            }
+            below += n;
+        }
+        LATENCY_BUCKETS.last().copied()
+    }
+
     fn encode_buckets(&self) -> Vec<(f64, u64)> {
         LATENCY_BUCKETS.iter().copied().chain([f64::MAX]).zip(self.buckets.iter().copied()).collect()
     }
@@ -416,6 +452,32 @@ pub fn resident_memory_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets_of_what_was_observed_since() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile_seconds(0.5), None);
+        // Ten observations between 5 and 10 ms, one near a minute.
+        for _ in 0..10 {
+            h.observe_ms(8);
+        }
+        let earlier = h.clone();
+        h.observe_ms(59_000);
+        for _ in 0..9 {
+            h.observe_ms(20);
+        }
+        let recent = h.since(&earlier);
+        assert_eq!(recent.count, 10);
+        // Nine in (10, 25] ms: the median is 10 + 15 × 5/9 ms.
+        let p50 = recent.quantile_seconds(0.5).unwrap();
+        assert!((p50 - (0.010 + 0.015 * 5.0 / 9.0)).abs() < 1e-9, "{p50}");
+        // The slowest is in (30, 60] s.
+        assert_eq!(recent.quantile_seconds(1.0), Some(60.0));
+        assert_eq!(recent.since(&h).count, 10, "a reset between readings starts again");
+        let mut huge = LatencyHistogram::default();
+        huge.observe_seconds(7_200.0);
+        assert_eq!(huge.quantile_seconds(0.99), Some(3_600.0), "above the last bound");
+    }
 
     #[test]
     fn histogram_buckets_by_upper_bound() {

@@ -84,13 +84,15 @@ pub async fn serve(
     let token = CancellationToken::new();
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(store.leadership() == Leadership::Embedded));
     // Every node counts recent attempts (for `failure_rate`), so a new leader has the window.
-    let rates = Arc::new(crate::alarms::rates::Rates::default());
-    tokio::spawn(crate::alarms::rates::follow(
+    let rates = Arc::new(crate::stats::rates::Rates::default());
+    tokio::spawn(crate::stats::rates::follow(
         Arc::clone(&events),
         Arc::clone(&rates),
         Arc::clone(&clock),
         token.clone(),
     ));
+    let stats = Arc::new(crate::stats::Stats::new(Arc::clone(&rates)));
+    tokio::spawn(crate::stats::sample(Arc::clone(&store), Arc::clone(&stats), Arc::clone(&clock), token.clone()));
     tokio::spawn(crate::alarms::run(
         Arc::clone(&store),
         Arc::new(config.alarms.clone()),
@@ -107,6 +109,7 @@ pub async fn serve(
         shutdown: token.clone(),
         auth,
         leading: Arc::clone(&leading),
+        stats,
     };
     let pruner = tokio::spawn(pruner::run(Arc::clone(&store), config.prune_interval, token.clone()));
     // The pools' local workers finish their jobs while the server still answers them: the

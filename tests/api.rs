@@ -206,6 +206,123 @@ async fn listing_pages_newest_first() {
 }
 
 #[tokio::test]
+async fn listing_filters_by_error_text_and_creation_time() {
+    let server = TestServer::start().await;
+    let ids_of = |page: &Value| -> Vec<String> {
+        page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let old = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
+    // A time after the first job's creation and before the next ones'.
+    let (_, job) = server.get(&format!("/v1/jobs/{old}")).await;
+    let created = job["created_at"].as_str().unwrap().to_owned();
+    let split = loop {
+        let now = now_rfc3339();
+        if now > created {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    let timeout = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
+    let fine = server.enqueue("mail", json!({"kind": "send"})).await;
+    for (id, error) in [(&old, "SMTP timeout"), (&timeout, "smtp Timeout after 30s")] {
+        let jobs = server.lease("mail", 1, 0).await;
+        assert_eq!(jobs[0]["id"], id.as_str());
+        let fail = json!({"lease_token": jobs[0]["lease_token"], "error": error});
+        assert_eq!(server.post(&format!("/v1/jobs/{id}/fail"), fail).await.0, 200);
+    }
+    let (status, page) = server.get("/v1/queues/mail/jobs?error=TIMEOUT").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids_of(&page), [timeout.clone(), old.clone()], "case-insensitive, newest first");
+    let (_, page) = server.get(&format!("/v1/queues/mail/jobs?error=timeout&created_after={split}")).await;
+    assert_eq!(ids_of(&page), [timeout.as_str()]);
+    let (_, page) = server.get(&format!("/v1/queues/mail/jobs?created_before={split}")).await;
+    assert_eq!(ids_of(&page), [old.as_str()]);
+    let (_, page) = server.get("/v1/queues/mail/jobs?error=bounced").await;
+    assert!(ids_of(&page).is_empty(), "{page}");
+    let (_, page) = server.get("/v1/queues/mail/jobs?state=ready").await;
+    assert_eq!(ids_of(&page), [fine]);
+    // Bad bounds are refused, naming the field.
+    let (status, problem) = server.get("/v1/queues/mail/jobs?created_after=yesterday").await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("created_after")), "{problem}");
+    let (status, problem) = server.get(&format!("/v1/queues/mail/jobs?error={}", "x".repeat(257))).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("error")), "{problem}");
+}
+
+/// Now, in RFC 3339 with milliseconds, as the server writes times.
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    format!("{:.3}", jiff::Timestamp::from_millisecond(ms).unwrap())
+}
+
+#[tokio::test]
+async fn queue_figures_count_attempts_and_give_latency_percentiles() {
+    let server = TestServer::start().await;
+    for outcome in ["complete", "complete", "fail"] {
+        let id = server.enqueue("pdf", json!({"kind": "render", "max_attempts": 1})).await;
+        let job = server.lease("pdf", 1, 0).await.remove(0);
+        let body = json!({"lease_token": job["lease_token"], "error": "boom"});
+        let body = if outcome == "complete" { json!({"lease_token": job["lease_token"]}) } else { body };
+        assert_eq!(server.post(&format!("/v1/jobs/{id}/{outcome}"), body).await.0, 200);
+    }
+    // The minute's attempts, in the queue's view at once.
+    let recent = |queue: &Value| {
+        let r = &queue["recent"];
+        let sum = |k: &str| r[k].as_array().map_or(0, |v| v.iter().map(|n| n.as_u64().unwrap()).sum::<u64>());
+        (sum("succeeded"), sum("failed"), r["succeeded"].as_array().map_or(0, Vec::len))
+    };
+    let mut seen = (0, 0, 0);
+    for _ in 0..250 {
+        seen = recent(&server.get("/v1/queues/pdf").await.1);
+        if seen.0 + seen.1 == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, (2, 1, 15), "two succeeded and one failed, over 15 minutes");
+    let (_, list) = server.get("/v1/queues").await;
+    assert_eq!(recent(&list["queues"][0]), (2, 1, 15));
+    // Percentiles come with the next 10-second reading of the latency histograms.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let stats = loop {
+        let (status, stats) = server.get("/v1/queues/pdf/stats").await;
+        assert_eq!(status, 200, "{stats}");
+        if stats["points"].as_array().unwrap().iter().any(|p| p.get("run_ms").is_some()) {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "no latency point: {stats}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let points = stats["points"].as_array().unwrap();
+    assert_eq!(stats["step_ms"], 10_000);
+    let attempts: u64 = points.iter().map(|p| p["succeeded"].as_u64().unwrap() + p["failed"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 3, "{stats}");
+    let run = points.iter().find_map(|p| p.get("run_ms")).unwrap();
+    let (p50, p99) = (run["p50"].as_f64().unwrap(), run["p99"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{run}");
+    assert_eq!(server.get("/v1/queues/nope/stats").await.0, 404);
+}
+
+#[tokio::test]
+async fn whoami_tells_a_token_what_it_may_do() {
+    let server = TestServer::start_secured(&[]).await;
+    let (status, me) = server.get("/v1/whoami").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        me,
+        json!({"id": "admin", "role": "admin", "may": ["read", "enqueue", "cancel", "work", "manage", "tokens"]})
+    );
+    let (_, created) = server.post("/v1/tokens", json!({"role": "producer", "queues": ["pdf*"]})).await;
+    let producer = created["token"].as_str().unwrap();
+    let answer = server.http.get(server.url("/v1/whoami")).bearer_auth(producer).send().await.unwrap();
+    let me: Value = answer.json().await.unwrap();
+    assert_eq!(me["role"], "producer");
+    assert_eq!(me["queues"], json!(["pdf*"]));
+    assert_eq!(me["may"], json!(["read", "enqueue", "cancel"]));
+    let anonymous = server.http.get(server.url("/v1/whoami")).bearer_auth("wharf_nope_nope").send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
 async fn health_ready_metrics_and_openapi_describe_the_server() {
     let server = TestServer::start().await;
     assert_eq!(server.get("/health").await, (200, json!({"status": "ok"})));

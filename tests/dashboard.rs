@@ -55,30 +55,34 @@ async fn an_operator_follows_a_job_from_the_overview_watches_its_progress_and_ca
 }
 
 #[tokio::test]
-async fn a_dead_job_is_found_inspected_redriven_and_seen_running_to_the_end() {
+async fn a_dead_job_is_found_by_its_error_inspected_redriven_and_seen_running_to_the_end() {
     let server = TestServer::start().await;
-    server.enqueue("mail", json!({"kind": "send"})).await;
+    let running = server.enqueue("mail", json!({"kind": "send"})).await;
+    let bounced = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
     let dead = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
-    let jobs = server.lease("mail", 2, 1_000).await;
-    let job = jobs.iter().find(|j| j["id"] == dead.as_str()).unwrap();
-    let fail = json!({"lease_token": job["lease_token"], "error": "smtp timeout after 30s"});
-    assert_eq!(server.post(&format!("/v1/jobs/{dead}/fail"), fail).await.0, 200);
+    let jobs = server.lease("mail", 3, 1_000).await;
+    for (id, error) in [(&bounced, "550 mailbox full"), (&dead, "SMTP timeout after 30s")] {
+        let job = jobs.iter().find(|j| j["id"] == id.as_str()).unwrap();
+        let fail = json!({"lease_token": job["lease_token"], "error": error});
+        assert_eq!(server.post(&format!("/v1/jobs/{id}/fail"), fail).await.0, 200);
+    }
 
     let b = browser().await;
     b.goto(&server.url("/#/queues/mail")).await.unwrap();
-    // Only dead jobs: the other (running) one is not listed.
-    let filter = b.wait("#filter-state").await.unwrap();
-    b.click(&filter).await.unwrap();
-    b.script("const s = document.querySelector('#filter-state'); s.value = 'dead'; s.dispatchEvent(new Event('change')); return true")
-        .await
-        .unwrap();
-    b.wait_until("only dead jobs listed", "return location.hash.includes('state=dead') && document.querySelectorAll('tbody a[href^=\"#/jobs/\"]').length === 1")
-        .await
-        .unwrap();
+    b.wait(&format!("a[href='#/jobs/{running}']")).await.unwrap();
+    // Search by a piece of the error, in another case: only that dead job is listed.
+    let search = b.wait("#filter-error").await.unwrap();
+    b.type_text(&search, "smtp timeout\u{E007}").await.unwrap();
+    b.wait_until(
+        "only the job whose error matches listed",
+        "return location.hash.includes('error=smtp') && document.querySelectorAll('tbody a[href^=\"#/jobs/\"]').length === 1",
+    )
+    .await
+    .unwrap();
     let link = b.wait(&format!("a[href='#/jobs/{dead}']")).await.unwrap();
     b.click(&link).await.unwrap();
     let errors = b.wait("#errors").await.unwrap();
-    assert!(b.text(&errors).await.unwrap().contains("smtp timeout after 30s"));
+    assert!(b.text(&errors).await.unwrap().contains("SMTP timeout after 30s"));
     let redrive = b.wait("#redrive").await.unwrap();
     b.click(&redrive).await.unwrap();
     b.wait_until("the job shown ready", "return !!document.querySelector('h1 .state.ready')").await.unwrap();
@@ -89,6 +93,52 @@ async fn a_dead_job_is_found_inspected_redriven_and_seen_running_to_the_end() {
     let done = json!({"lease_token": again[0]["lease_token"]});
     assert_eq!(server.post(&format!("/v1/jobs/{dead}/complete"), done).await.0, 200);
     b.wait_until("the job shown succeeded", "return !!document.querySelector('h1 .state.succeeded')").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_token_signs_in_and_sees_everything_but_buttons_it_may_not_use() {
+    let server = TestServer::start_secured(&[]).await;
+    let dead = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
+    let waiting = server.enqueue("mail", json!({"kind": "send"})).await;
+    let jobs = server.lease("mail", 1, 1_000).await;
+    let fail = json!({"lease_token": jobs[0]["lease_token"], "error": "bounced"});
+    assert_eq!(server.post(&format!("/v1/jobs/{dead}/fail"), fail).await.0, 200);
+    let (status, created) = server.post("/v1/tokens", json!({"role": "reader", "name": "ops"})).await;
+    assert_eq!(status, 201, "{created}");
+
+    let b = browser().await;
+    b.goto(&server.url("/#/queues/mail")).await.unwrap();
+    // Asked for a token; a wrong one is refused, the reader's accepted.
+    let input = b.wait("#signin[open] #token").await.unwrap();
+    b.type_text(&input, "wharf_nope_nope\u{E007}").await.unwrap();
+    b.wait_until(
+        "the refusal shown",
+        "return document.querySelector('#signin-error').textContent.includes('Unknown token')",
+    )
+    .await
+    .unwrap();
+    b.script("document.querySelector('#token').value = ''; return true").await.unwrap();
+    b.type_text(&input, &format!("{}\u{E007}", created["token"].as_str().unwrap())).await.unwrap();
+    b.wait(&format!("a[href='#/jobs/{dead}']")).await.unwrap();
+    b.wait_until("who signed in shown", "return document.querySelector('#who').textContent.includes('(reader)')")
+        .await
+        .unwrap();
+    let buttons = "return [...document.querySelectorAll('main button')].map((b) => b.textContent).join(',')";
+    assert_eq!(b.script(buttons).await.unwrap(), "Filter", "no pause, resume or redrive for a reader");
+    for job in [&dead, &waiting] {
+        b.goto(&server.url(&format!("/#/jobs/{job}"))).await.unwrap();
+        b.wait("#progress").await.unwrap();
+        b.wait_until("the job's page", &format!("return document.querySelector('h1').textContent.includes('{job}')"))
+            .await
+            .unwrap();
+        assert_eq!(b.script(buttons).await.unwrap(), "", "no cancel or redrive for a reader");
+    }
+    // The same pages for the admin show the buttons.
+    b.script("sessionStorage.clear(); return true").await.unwrap();
+    b.goto(&server.url(&format!("/?again#/jobs/{dead}"))).await.unwrap();
+    let input = b.wait("#signin[open] #token").await.unwrap();
+    b.type_text(&input, &format!("{}\u{E007}", server.admin_token.as_deref().unwrap())).await.unwrap();
+    b.wait("#redrive").await.unwrap();
 }
 
 #[tokio::test]

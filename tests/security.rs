@@ -412,10 +412,17 @@ fn expectation(method: &str, path: &str) -> Option<(Need, Queued)> {
     use Queued::*;
     Some(match (method, path) {
         ("get", "/health" | "/ready") | ("post", "/v1/hooks/{name}") => (Public, No),
-        ("get", "/v1/openapi.json" | "/metrics" | "/v1/queues" | "/v1/workers" | "/v1/events") => (Read, No),
-        ("get", "/v1/queues/{queue}" | "/v1/queues/{queue}/jobs" | "/v1/jobs/{id}" | "/v1/jobs/{id}/events") => {
-            (Read, Yes)
+        ("get", "/v1/openapi.json" | "/v1/whoami" | "/metrics" | "/v1/queues" | "/v1/workers" | "/v1/events") => {
+            (Read, No)
         }
+        (
+            "get",
+            "/v1/queues/{queue}"
+            | "/v1/queues/{queue}/jobs"
+            | "/v1/queues/{queue}/stats"
+            | "/v1/jobs/{id}"
+            | "/v1/jobs/{id}/events",
+        ) => (Read, Yes),
         ("post", "/v1/queues/{queue}/jobs" | "/v1/queues/{queue}/jobs/batch") => (Enqueue, Yes),
         ("post", "/v1/jobs/{id}/cancel") => (Cancel, Yes),
         ("post", "/v1/lease") => (Work, Yes),

@@ -19,7 +19,6 @@
 //! that are all that changed are stored at most every [`VALUE_EVERY`], so a shown value may
 //! be that old.
 
-pub mod rates;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,8 +33,8 @@ use crate::api::{AlarmNotification, AlarmQueueView, AlarmRuleBody, AlarmTransiti
 use crate::core::alarm::{AlarmRule, AlarmState, AlarmStatus, Figure, Transition, Watched, observe};
 use crate::core::validate::Invalid;
 use crate::core::{Clock, JobState, QueueName, Timestamp};
+use crate::stats::rates::Rates;
 use crate::store::{QueueInfo, Store, StoreResult, WorkerInfo};
-use rates::Rates;
 
 /// How often the leader evaluates every rule.
 pub const TICK: Duration = Duration::from_secs(1);

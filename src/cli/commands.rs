@@ -335,7 +335,15 @@ impl FollowView {
 
 pub async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     let client = client(&args.client)?;
-    let query = JobListQuery { state: args.state, kind: args.kind, limit: Some(args.limit), cursor: args.cursor };
+    let query = JobListQuery {
+        state: args.state,
+        kind: args.kind,
+        error: args.error,
+        created_after: args.created_after,
+        created_before: args.created_before,
+        limit: Some(args.limit),
+        cursor: args.cursor,
+    };
     let page = client.jobs(&args.queue, &query).await?;
     if args.client.json {
         output::json(&page)?;
@@ -523,7 +531,12 @@ pub async fn alarms(args: ClientArgs) -> anyhow::Result<u8> {
 
 pub async fn dead(args: DeadArgs) -> anyhow::Result<u8> {
     let client = client(&args.client)?;
-    let query = JobListQuery { state: Some("dead".into()), kind: None, limit: Some(args.limit), cursor: None };
+    let query = JobListQuery {
+        state: Some("dead".into()),
+        error: args.error,
+        limit: Some(args.limit),
+        ..JobListQuery::default()
+    };
     let page = client.jobs(&args.queue, &query).await?;
     if args.client.json {
         output::json(&page)?;

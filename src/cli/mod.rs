@@ -295,6 +295,15 @@ pub struct JobsArgs {
     /// Only jobs of this kind.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs with a failed attempt whose error contains this text (case-insensitive).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    #[arg(long)]
+    pub created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    #[arg(long)]
+    pub created_before: Option<String>,
     /// Page size (1–1000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -311,6 +320,9 @@ pub struct JobsArgs {
 pub struct DeadArgs {
     /// The queue.
     pub queue: String,
+    /// Only jobs whose errors contain this text (case-insensitive).
+    #[arg(long)]
+    pub error: Option<String>,
     /// Page size (1–1000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,

@@ -102,6 +102,24 @@ pub enum Action {
     Tokens,
 }
 
+impl Action {
+    /// Every action, in the order the roles add them.
+    pub const ALL: [Action; 6] =
+        [Action::Read, Action::Enqueue, Action::Cancel, Action::Work, Action::Manage, Action::Tokens];
+
+    /// The action's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Enqueue => "enqueue",
+            Action::Cancel => "cancel",
+            Action::Work => "work",
+            Action::Manage => "manage",
+            Action::Tokens => "tokens",
+        }
+    }
+}
+
 /// The queues a token may act on: names with `*` matching any run of characters. No pattern
 /// means every queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

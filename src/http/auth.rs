@@ -72,7 +72,7 @@ pub fn requirement(method: &Method, path: &str) -> Option<Requirement> {
     let need = |action, scope| Some(Requirement { action, scope, per_job: false });
     let read = *method == Method::GET || *method == Method::HEAD;
     match (path, read) {
-        ("/v1/queues/{queue}/jobs", true) | ("/v1/queues/{queue}", true) => need(Read, PathQueue),
+        ("/v1/queues/{queue}/jobs" | "/v1/queues/{queue}" | "/v1/queues/{queue}/stats", true) => need(Read, PathQueue),
         ("/v1/queues/{queue}/jobs", false) if *method == Method::POST => need(Enqueue, PathQueue),
         ("/v1/queues/{queue}/jobs/batch", false) if *method == Method::POST => {
             Some(Requirement { action: Enqueue, scope: PathQueue, per_job: true })
@@ -80,7 +80,7 @@ pub fn requirement(method: &Method, path: &str) -> Option<Requirement> {
         ("/v1/jobs/{id}" | "/v1/jobs/{id}/events", true) => need(Read, Handler),
         ("/v1/jobs/{id}/cancel", false) => need(Cancel, Handler),
         ("/v1/queues" | "/v1/workers" | "/v1/events" | "/metrics", true) => need(Read, Handler),
-        ("/v1/openapi.json", true) => need(Read, Global),
+        ("/v1/openapi.json" | "/v1/whoami", true) => need(Read, Global),
         ("/v1/queues/{queue}", false) if matches!(*method, Method::PUT | Method::DELETE) => need(Manage, PathQueue),
         ("/v1/queues/{queue}/pause" | "/v1/queues/{queue}/resume" | "/v1/queues/{queue}/redrive", false) => {
             need(Manage, PathQueue)

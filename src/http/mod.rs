@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Whether this node runs the store's maintenance (always, on the embedded store).
     pub leading: Arc<std::sync::atomic::AtomicBool>,
+    /// Each queue's recent figures.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// The router of the whole API.
@@ -65,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{queue}/pause", post(queues::pause))
         .route("/v1/queues/{queue}/resume", post(queues::resume))
         .route("/v1/queues/{queue}/redrive", post(queues::redrive))
+        .route("/v1/queues/{queue}/stats", get(queues::stats))
         .route("/v1/lease", post(work::lease))
         .route("/v1/ack", post(work::ack))
         .route("/v1/workers", get(work::workers))
@@ -85,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/hooks/{name}", post(hooks::receive))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/v1/whoami", get(tokens::whoami))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,13 +12,13 @@ use super::sse;
     paths(
         jobs::enqueue, jobs::enqueue_batch, jobs::get, jobs::list, jobs::cancel,
         sse::job_events, sse::all_events,
-        queues::list, queues::get, queues::put, queues::delete, queues::pause, queues::resume, queues::redrive,
+        queues::list, queues::get, queues::put, queues::delete, queues::pause, queues::resume, queues::redrive, queues::stats,
         work::lease, work::workers, work::drain, work::leave, work::heartbeat, work::complete, work::fail, work::release,
         work::ack,
         pools::list, pools::get, pools::metrics,
         alarms::list, alarms::get, alarms::put, alarms::delete,
         ops::health, ops::ready, ops::metrics, ops::openapi,
-        tokens::create, tokens::list, tokens::revoke,
+        tokens::create, tokens::list, tokens::revoke, tokens::whoami,
         hooks::receive,
     ),
     tags(

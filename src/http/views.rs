@@ -4,11 +4,13 @@ use serde_json::value::RawValue;
 
 use crate::api::{
     AttemptErrorView, BackoffView, EnqueueRequest, JobEventView, JobSummaryView, JobView, Json, LeasedJobView,
-    PolicyView, QueueView, StateCounts, WorkerView,
+    PercentilesView, PolicyView, QueueStatsResponse, QueueView, RecentView, StateCounts, StatsPointView, WorkerView,
 };
 use crate::core::validate::JobSpec;
 use crate::core::{Job, JobState, Timestamp};
 use crate::events::JobEvent;
+use crate::stats::rates::Attempts;
+use crate::stats::{Point, Quantiles};
 use crate::store::{JobSummary, LeasedJob, QueueInfo, WorkerInfo};
 
 /// JSON text from the store as a raw value. The store only holds JSON that was validated on
@@ -137,6 +139,37 @@ pub fn queue(info: QueueInfo) -> QueueView {
             paused: p.paused,
             max_ready: p.max_ready,
         },
+        recent: None,
+    }
+}
+
+/// Minutes of a queue's attempts, or `None` when none ended in them.
+pub fn recent(minutes: &[Attempts]) -> Option<RecentView> {
+    minutes.iter().any(|m| *m != Attempts::default()).then(|| RecentView {
+        succeeded: minutes.iter().map(|m| m.succeeded).collect(),
+        failed: minutes.iter().map(|m| m.failed).collect(),
+    })
+}
+
+pub fn queue_stats(queue: &str, points: &[Point]) -> QueueStatsResponse {
+    let ms = |q: Quantiles| {
+        // Two decimals of a millisecond: finer than the buckets resolve.
+        let round = |s: f64| (s * 100_000.0).round() / 100.0;
+        PercentilesView { p50: round(q.p50), p95: round(q.p95), p99: round(q.p99) }
+    };
+    QueueStatsResponse {
+        queue: queue.to_owned(),
+        step_ms: crate::stats::STEP.as_millis() as u64,
+        points: points
+            .iter()
+            .map(|p| StatsPointView {
+                at: time(p.at),
+                succeeded: p.attempts.succeeded,
+                failed: p.attempts.failed,
+                wait_ms: p.wait.map(ms),
+                run_ms: p.run.map(ms),
+            })
+            .collect(),
     }
 }
 

@@ -500,10 +500,32 @@ pub async fn dead_after_max_attempts(h: &Harness) {
     assert!(lease(h, "q", 1).await.is_empty());
     let page = h
         .store
-        .job_list(JobListParams { queue: q("q"), state: Some(JobState::Dead), kind: None, limit: 10, cursor: None })
+        .job_list(JobListParams {
+            queue: q("q"),
+            state: Some(JobState::Dead),
+            kind: None,
+            error: None,
+            from: None,
+            limit: 10,
+            cursor: None,
+        })
         .await
         .unwrap();
     assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
+    // Found by the text of its errors, whatever the case; not by text they lack.
+    let by_error = |text: &str| {
+        h.store.job_list(JobListParams {
+            queue: q("q"),
+            state: Some(JobState::Dead),
+            kind: None,
+            error: Some(text.into()),
+            from: None,
+            limit: 10,
+            cursor: None,
+        })
+    };
+    assert_eq!(by_error("BOO").await.unwrap().jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
+    assert!(by_error("smtp").await.unwrap().jobs.is_empty());
     // A job's own limit overrides the queue's.
     let mut once = job("q", "once");
     once.max_attempts = Some(1);
@@ -749,8 +771,17 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
     }
     let leased = lease_one(h, "q").await;
     assert_eq!(leased.id, ids[0]);
-    let page =
-        |cursor, limit| h.store.job_list(JobListParams { queue: q("q"), state: None, kind: None, limit, cursor });
+    let page = |cursor, limit| {
+        h.store.job_list(JobListParams {
+            queue: q("q"),
+            state: None,
+            kind: None,
+            error: None,
+            from: None,
+            limit,
+            cursor,
+        })
+    };
     let first = page(None, 2).await.unwrap();
     assert_eq!(first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
     let second = page(first.next_cursor, 2).await.unwrap();
@@ -764,14 +795,41 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
             queue: q("q"),
             state: Some(JobState::Ready),
             kind: Some("odd".into()),
+            error: None,
+            from: None,
             limit: 10,
             cursor: None,
         })
         .await
         .unwrap();
     assert_eq!(odd.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[1]]);
-    let missing =
-        h.store.job_list(JobListParams { queue: q("nope"), state: None, kind: None, limit: 10, cursor: None }).await;
+    // A lower bound (what a creation-time range becomes), with the upper one a cursor.
+    let range = h
+        .store
+        .job_list(JobListParams {
+            queue: q("q"),
+            state: None,
+            kind: None,
+            error: None,
+            from: Some(ids[1]),
+            limit: 10,
+            cursor: Some(ids[4]),
+        })
+        .await
+        .unwrap();
+    assert_eq!(range.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[2], ids[1]]);
+    let missing = h
+        .store
+        .job_list(JobListParams {
+            queue: q("nope"),
+            state: None,
+            kind: None,
+            error: None,
+            from: None,
+            limit: 10,
+            cursor: None,
+        })
+        .await;
     assert_eq!(missing, Err(StoreError::QueueNotFound(q("nope"))));
 }
 

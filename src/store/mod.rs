@@ -196,8 +196,12 @@ pub struct JobListParams {
     pub state: Option<JobState>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only jobs with a failed attempt whose error contains this text (case-insensitive).
+    pub error: Option<String>,
     /// At most this many (1–1000).
     pub limit: u32,
+    /// Only this one and newer ones (a creation-time bound: [`JobId::floor_at`]).
+    pub from: Option<JobId>,
     /// Only jobs older than this one (the previous page's `next_cursor`).
     pub cursor: Option<JobId>,
 }

@@ -8,6 +8,9 @@ const TOKEN_KEY = 'wharf-token';
 let token = sessionStorage.getItem(TOKEN_KEY);
 // The page's live stream and timers, stopped when the route changes.
 let page = new AbortController();
+// What the token may do (`GET /v1/whoami`): buttons for anything else are not shown.
+let may = new Set();
+let identified = null;
 
 // ---- API ------------------------------------------------------------------
 
@@ -160,6 +163,17 @@ function setLive(on) {
 
 // ---- Sign-in --------------------------------------------------------------
 
+// Learns who the token is, once per sign-in.
+function identify() {
+  if (!identified) {
+    identified = api('GET', '/v1/whoami').then((me) => {
+      may = new Set(me.may);
+      document.getElementById('who').textContent = `${me.id} (${me.role})`;
+    }).catch(() => { identified = null; });
+  }
+  return identified;
+}
+
 function signIn() {
   const dialog = document.getElementById('signin');
   if (!dialog.open) dialog.showModal();
@@ -173,6 +187,7 @@ document.addEventListener('DOMContentLoaded', () => {
     try {
       await api('GET', '/v1/queues');
       sessionStorage.setItem(TOKEN_KEY, value);
+      identified = null;
       document.getElementById('signin').close();
       route();
     } catch (err) {
@@ -248,7 +263,7 @@ async function overview(signal) {
 // ---- Queue ------------------------------------------------------------------
 
 async function queuePage(name, query, signal) {
-  const filters = { state: query.get('state') || '', kind: query.get('kind') || '' };
+  const filters = { state: query.get('state') || '', kind: query.get('kind') || '', error: query.get('error') || '' };
   let jobs = [];
   let cursor = null;
   let info = null;
@@ -256,6 +271,7 @@ async function queuePage(name, query, signal) {
     const params = new URLSearchParams({ limit: '50' });
     if (filters.state) params.set('state', filters.state);
     if (filters.kind) params.set('kind', filters.kind);
+    if (filters.error) params.set('error', filters.error);
     if (more && cursor) params.set('cursor', cursor);
     const [q, page_] = await Promise.all([
       api('GET', `/v1/queues/${encodeURIComponent(name)}`),
@@ -273,9 +289,15 @@ async function queuePage(name, query, signal) {
     },
   }, label);
   const apply = () => {
+    // What is typed counts even when Enter submits before the input's change event.
+    for (const k of ['kind', 'error']) {
+      const input = document.getElementById(`filter-${k}`);
+      if (input) filters[k] = input.value.trim();
+    }
     const q = new URLSearchParams();
     if (filters.state) q.set('state', filters.state);
     if (filters.kind) q.set('kind', filters.kind);
+    if (filters.error) q.set('error', filters.error);
     location.hash = `#/queues/${encodeURIComponent(name)}${q.toString() ? `?${q}` : ''}`;
   };
   const render = () => {
@@ -284,14 +306,15 @@ async function queuePage(name, query, signal) {
     show(
       el('h1', {}, 'Queue ', name, info.policy.paused ? [' ', badge('paused')] : ''),
       el('p', { class: 'muted' }, Object.entries(info.counts).map(([k, v]) => `${k} ${v}`).join(' · ')),
-      el('div', { class: 'actions' },
+      may.has('manage') ? el('div', { class: 'actions' },
         info.policy.paused ? act('Resume', 'POST', `${path}/resume`) : act('Pause', 'POST', `${path}/pause`),
-        info.counts.dead > 0 ? act(`Redrive all ${info.counts.dead} dead`, 'POST', `${path}/redrive`, {}, 'danger') : ''),
+        info.counts.dead > 0 ? act(`Redrive all ${info.counts.dead} dead`, 'POST', `${path}/redrive`, {}, 'danger') : '') : '',
       el('section', {},
         el('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
           el('label', {}, 'State', el('select', { id: 'filter-state', onchange: (e) => { filters.state = e.target.value; apply(); } },
             states.map((s) => el('option', { value: s, selected: s === filters.state }, s || 'any')))),
           el('label', {}, 'Kind', el('input', { id: 'filter-kind', value: filters.kind, onchange: (e) => { filters.kind = e.target.value.trim(); } })),
+          el('label', {}, 'Error contains', el('input', { id: 'filter-error', maxlength: 256, value: filters.error, onchange: (e) => { filters.error = e.target.value.trim(); } })),
           el('button', { type: 'submit' }, 'Filter')),
         table([
           { title: 'job', value: (j) => jobLink(j.id) },
@@ -346,8 +369,8 @@ async function jobPage(id, signal) {
     show(
       el('h1', {}, 'Job ', job.id, ' ', badge(job.state)),
       el('div', { class: 'actions' },
-        finished ? '' : act('Cancel', `/v1/jobs/${encodeURIComponent(job.id)}/cancel`, 'danger'),
-        job.state === 'dead' ? act('Redrive', `/v1/queues/${encodeURIComponent(job.queue)}/redrive`) : ''),
+        finished || !may.has('cancel') ? '' : act('Cancel', `/v1/jobs/${encodeURIComponent(job.id)}/cancel`, 'danger'),
+        job.state === 'dead' && may.has('manage') ? act('Redrive', `/v1/queues/${encodeURIComponent(job.queue)}/redrive`) : ''),
       el('section', {},
         el('h2', {}, 'Progress'),
         el('div', { class: 'bar', id: 'progress', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': f === null ? null : Math.round(f * 100) },
@@ -393,10 +416,12 @@ async function jobPage(id, signal) {
 
 // ---- Routing ----------------------------------------------------------------
 
-function route() {
+async function route() {
   page.abort();
   page = new AbortController();
   const signal = page.signal;
+  await identify();
+  if (signal.aborted) return;
   const hash = location.hash.replace(/^#/, '') || '/';
   const [path, search] = hash.split('?');
   const query = new URLSearchParams(search || '');

@@ -9,7 +9,7 @@ use crate::api::{
     BatchEnqueueRequest, BatchEnqueueResponse, CancelResponse, EnqueueRequest, JobListQuery, JobListResponse,
     JobSummaryView, JobView, Problem,
 };
-use crate::core::JobState;
+use crate::core::{JobId, JobState, Timestamp};
 use crate::http::AppState;
 use crate::http::auth::{Caller, CallerRate};
 use crate::http::error::{ApiError, ProblemCode};
@@ -110,6 +110,9 @@ pub async fn get(
     Ok(Json(views::job(job)))
 }
 
+/// The longest text an error filter may search for.
+const MAX_ERROR_FILTER: usize = 256;
+
 /// A queue's jobs, newest first, a page at a time.
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/jobs", tag = "jobs",
@@ -127,10 +130,34 @@ pub async fn list(
         .transpose()
         .map_err(|e| ApiError::invalid_request("state", e.to_string()))?;
     let limit = crate::core::validate::range("limit", query.limit.unwrap_or(100), 1, 1_000)?;
-    let cursor = query.cursor.map(|c| crate::http::extract::job_id("cursor", &c)).transpose()?;
+    let mut cursor = query.cursor.map(|c| crate::http::extract::job_id("cursor", &c)).transpose()?;
+    let time = |field: &'static str, text: Option<String>| {
+        text.map(|t| {
+            Timestamp::parse_rfc3339(&t)
+                .map_err(|why| crate::core::Invalid::new(field, format!("not an RFC 3339 time: {why}")))
+        })
+        .transpose()
+    };
+    // Ids grow with creation time, so a time range is a range of ids.
+    let from = time("created_after", query.created_after)?.map(JobId::floor_at);
+    if let Some(before) = time("created_before", query.created_before)?.map(JobId::floor_at) {
+        cursor = Some(cursor.map_or(before, |c| c.min(before)));
+    }
+    let error = query.error.filter(|e| !e.is_empty());
+    if error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR_FILTER) {
+        return Err(crate::core::Invalid::new("error", format!("must be at most {MAX_ERROR_FILTER} characters")).into());
+    }
     let page = state
         .store
-        .job_list(JobListParams { queue, state: state_filter, kind: query.kind, limit: limit as u32, cursor })
+        .job_list(JobListParams {
+            queue,
+            state: state_filter,
+            kind: query.kind,
+            error,
+            from,
+            limit: limit as u32,
+            cursor,
+        })
         .await?;
     Ok(Json(JobListResponse {
         jobs: page.jobs.iter().map(views::summary).collect(),

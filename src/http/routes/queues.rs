@@ -1,9 +1,11 @@
-//! Queues: counts, policy, pause and resume, redrive of dead jobs.
+//! Queues: counts, recent figures, policy, pause and resume, redrive of dead jobs.
 
 use axum::Json;
 use axum::extract::State;
 
-use crate::api::{Problem, QueueListResponse, QueuePolicyRequest, QueueView, RedriveRequest, RedriveResponse};
+use crate::api::{
+    Problem, QueueListResponse, QueuePolicyRequest, QueueStatsResponse, QueueView, RedriveRequest, RedriveResponse,
+};
 use crate::core::QueuePolicyPatch;
 use crate::http::AppState;
 use crate::http::auth::Caller;
@@ -16,8 +18,17 @@ use crate::store::DeadRedriveParams;
 #[utoipa::path(get, path = "/v1/queues", tag = "queues", responses((status = 200, body = QueueListResponse)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<QueueListResponse>, ApiError> {
     let queues = state.store.queue_list().await?;
+    let now = state.clock.now();
     let visible = queues.into_iter().filter(|q| caller.sees(q.name.as_str()));
-    Ok(Json(QueueListResponse { queues: visible.map(views::queue).collect() }))
+    Ok(Json(QueueListResponse { queues: visible.map(|q| with_recent(&state, views::queue(q), now)).collect() }))
+}
+
+/// Minutes shown in a queue's `recent`.
+const RECENT_MINUTES: usize = 15;
+
+fn with_recent(state: &AppState, mut view: QueueView, now: crate::core::Timestamp) -> QueueView {
+    view.recent = views::recent(&state.stats.rates.series(&view.name, 60, RECENT_MINUTES, now));
+    view
 }
 
 /// One queue.
@@ -27,7 +38,24 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     responses((status = 200, body = QueueView), (status = 404, body = Problem))
 )]
 pub async fn get(State(state): State<AppState>, QueuePath(queue): QueuePath) -> Result<Json<QueueView>, ApiError> {
-    Ok(Json(views::queue(state.store.queue_get(queue).await?)))
+    let view = views::queue(state.store.queue_get(queue).await?);
+    Ok(Json(with_recent(&state, view, state.clock.now())))
+}
+
+/// A queue's figures over the last hour, a point per 10 seconds in which anything happened:
+/// attempts that succeeded and failed, and wait and run-time percentiles.
+#[utoipa::path(
+    get, path = "/v1/queues/{queue}/stats", tag = "queues",
+    params(("queue" = String, Path, description = "Queue name")),
+    responses((status = 200, body = QueueStatsResponse), (status = 404, body = Problem))
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    QueuePath(queue): QueuePath,
+) -> Result<Json<QueueStatsResponse>, ApiError> {
+    let info = state.store.queue_get(queue).await?;
+    let points = state.stats.points(info.name.as_str(), state.clock.now());
+    Ok(Json(views::queue_stats(info.name.as_str(), &points)))
 }
 
 /// Create a queue or change its policy: each field given replaces the current value.

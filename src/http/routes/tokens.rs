@@ -1,13 +1,15 @@
-//! API tokens: create (shown once), list, revoke. Admin only, without queue patterns.
+//! API tokens: create (shown once), list, revoke (admin only, without queue patterns); and
+//! who the presented token is (any token).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use crate::api::{Problem, TokenCreateRequest, TokenCreated, TokenListResponse, TokenView};
-use crate::core::auth::{QueuePatterns, Role, mint_token, token_hash};
+use crate::api::{Problem, TokenCreateRequest, TokenCreated, TokenListResponse, TokenView, WhoAmIResponse};
+use crate::core::auth::{Action, QueuePatterns, Role, mint_token, token_hash};
 use crate::core::validate;
 use crate::http::AppState;
+use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ProblemCode};
 use crate::http::extract::ApiJson;
 use crate::store::TokenRecord;
@@ -91,4 +93,22 @@ pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Re
     state.auth.remove(&id);
     tracing::info!(token_id = %id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the presented token is and what it may do.
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens", responses((status = 200, body = WhoAmIResponse)))]
+pub async fn whoami(caller: Caller) -> Json<WhoAmIResponse> {
+    let unrestricted = caller.queues.is_all();
+    let may = Action::ALL
+        .into_iter()
+        // Tokens are managed only by an admin whose token sees every queue.
+        .filter(|&a| caller.role.allows(a) && (a != Action::Tokens || unrestricted))
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    Json(WhoAmIResponse {
+        id: caller.id.to_string(),
+        role: caller.role.as_str().to_owned(),
+        queues: (!unrestricted).then(|| caller.queues.as_slice().to_vec()),
+        may,
+    })
 }

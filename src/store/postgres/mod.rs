@@ -1470,9 +1470,12 @@ impl Store for PgStore {
         }
         let state = params.state.map(|s| s.as_str());
         let before = params.cursor.map_or(i64::MAX, JobId::raw);
+        let from = params.from.map_or(0, JobId::raw);
         let limit = i64::from(params.limit) + 1;
-        let rows = db!(client
-            .query(&prep!(client, sql::JOB_LIST), &[&params.queue.as_str(), &state, &before, &params.kind, &limit]));
+        let rows = db!(client.query(
+            &prep!(client, sql::JOB_LIST),
+            &[&params.queue.as_str(), &state, &before, &params.kind, &limit, &params.error, &from]
+        ));
         let mut jobs = rows.iter().map(summary).collect::<StoreResult<Vec<_>>>()?;
         let next_cursor = if jobs.len() > params.limit as usize {
             jobs.truncate(params.limit as usize);

@@ -185,7 +185,8 @@ pub(super) const JOB_LIST: &str = concat!(
     "SELECT ",
     summary_columns!(),
     " FROM wharf.jobs WHERE queue = $1 AND ($2::text IS NULL OR state = $2) AND id < $3 \
-     AND ($4::text IS NULL OR kind = $4) ORDER BY id DESC LIMIT $5"
+     AND ($4::text IS NULL OR kind = $4) \
+     AND ($6::text IS NULL OR strpos(lower(errors), lower($6)) > 0) AND id >= $7 ORDER BY id DESC LIMIT $5"
 );
 
 /// Extends a lease the caller holds, recording progress when given (only progress is an

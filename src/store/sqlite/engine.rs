@@ -977,14 +977,17 @@ impl Engine {
             None => JobState::ALL.to_vec(),
         };
         let before = params.cursor.map_or(i64::MAX, JobId::raw);
+        let from = params.from.map_or(0, JobId::raw);
         let limit = i64::from(params.limit);
         let mut stmt = self.conn.prepare_cached(sql::JOB_LIST_STATE)?;
         // One index range per state, merged: newest first across states without a sort of the
         // whole queue.
         let mut jobs = Vec::new();
         for state in states {
-            let rows = stmt
-                .query_map(params![params.queue.as_str(), state.as_str(), before, params.kind, limit], rows::summary)?;
+            let rows = stmt.query_map(
+                params![params.queue.as_str(), state.as_str(), before, params.kind, limit, params.error, from],
+                rows::summary,
+            )?;
             for row in rows {
                 jobs.push(row?);
             }

@@ -124,7 +124,8 @@ pub(super) const JOB_STATE: &str = "SELECT state FROM jobs WHERE id = ?1";
 pub(super) const JOB_LIST_STATE: &str = concat!(
     "SELECT ",
     summary_columns!(),
-    " FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND (?4 IS NULL OR kind = ?4) ORDER BY id DESC LIMIT ?5"
+    " FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND (?4 IS NULL OR kind = ?4) \
+     AND (?6 IS NULL OR instr(lower(errors), lower(?6)) > 0) AND id >= ?7 ORDER BY id DESC LIMIT ?5"
 );
 
 /// What a lease hands the worker, read just before the lease is written, with the state the

@@ -1,4 +1,5 @@
-//! Each queue's recent attempts, from the event bus: what `failure_rate` is computed from.
+//! Each queue's recent attempts, from the event bus: what an alarm's `failure_rate` and the
+//! throughput in queue statistics are computed from.
 //!
 //! Every node counts (on PostgreSQL every node's bus carries every node's events), so a node
 //! that becomes leader has the window already. Counts are kept per second for the longest
@@ -21,6 +22,15 @@ struct Second {
     at_s: i64,
     failed: u32,
     finished: u32,
+}
+
+/// Attempts that ended in some span of time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attempts {
+    /// Those that succeeded.
+    pub succeeded: u64,
+    /// Those that failed (retried or not).
+    pub failed: u64,
 }
 
 /// Recent attempts of every queue.
@@ -73,6 +83,28 @@ impl Rates {
             .take_while(|s| s.at_s > from)
             .fold((0u64, 0u64), |(f, n), s| (f + u64::from(s.failed), n + u64::from(s.finished)));
         if finished == 0 { 0.0 } else { failed as f64 / finished as f64 }
+    }
+
+    /// Succeeded and failed attempts of `queue` per `step_s` seconds, for the `steps` steps
+    /// that end with the one holding `now`, oldest first.
+    pub fn series(&self, queue: &str, step_s: i64, steps: usize, now: Timestamp) -> Vec<Attempts> {
+        let step_s = step_s.max(1);
+        let last = now.as_millis().div_euclid(1000).div_euclid(step_s);
+        let first = last - steps as i64 + 1;
+        let mut out = vec![Attempts::default(); steps];
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(seconds) = queues.get(queue) else { return out };
+        for s in seconds.iter().rev() {
+            let step = s.at_s.div_euclid(step_s);
+            if step < first {
+                break;
+            }
+            if let Some(slot) = out.get_mut((step - first) as usize) {
+                slot.failed += u64::from(s.failed);
+                slot.succeeded += u64::from(s.finished - s.failed);
+            }
+        }
+        out
     }
 
     /// Forgets queues with nothing in the longest window (deleted or idle ones).
@@ -150,6 +182,20 @@ mod tests {
         canceled.state = JobState::Canceled;
         rates.record(&canceled);
         assert_eq!(rates.failure_rate("q", Duration::from_secs(60), now), 0.25);
+    }
+
+    #[test]
+    fn a_series_buckets_attempts_by_step_oldest_first() {
+        let rates = Rates::default();
+        let now = Timestamp::from_millis(600_500);
+        for (at, failed) in [(541_000, false), (581_000, true), (590_000, false), (600_100, false), (600_400, true)] {
+            rates.record(&ended("q", at, failed));
+        }
+        let series = rates.series("q", 10, 6, now);
+        let pairs: Vec<_> = series.iter().map(|a| (a.succeeded, a.failed)).collect();
+        // Steps [550, 560) … [600, 610): the attempt at 541 s is before the first.
+        assert_eq!(pairs, [(0, 0), (0, 0), (0, 0), (0, 1), (1, 0), (1, 1)]);
+        assert_eq!(rates.series("other", 10, 3, now), vec![Attempts::default(); 3]);
     }
 
     #[test]
