@@ -256,9 +256,11 @@ pub struct JobListQuery {
     pub error: Option<String>,
     /// Only jobs created at or after this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
     /// Only jobs created before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
     /// Page size, 1–1000; default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]

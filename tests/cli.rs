@@ -164,12 +164,18 @@ async fn bench_runs_every_measurement_and_its_jobs_reach_the_server() {
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bench JSON");
     let measured: Vec<&str> = rows.iter().map(|r| r["measure"].as_str().unwrap_or("")).collect();
-    for name in ["enqueue", "batch", "e2e", "pickup", "workers"] {
+    for name in ["floor", "enqueue", "batch", "e2e", "pickup", "workers"] {
         assert!(measured.contains(&name), "{name} measured: {measured:?}");
     }
+    let floor = rows.iter().find(|r| r["measure"] == "floor").unwrap()["jobs_per_second"].as_f64().unwrap();
     for row in &rows {
         assert!(row["jobs"].as_u64() > Some(0) && row["jobs_per_second"].as_f64() > Some(0.0), "{row}");
         assert!(row["p50_ms"].as_f64() <= row["p99_ms"].as_f64(), "{row}");
+        // Every throughput is also given against the floor's.
+        if row["measure"] != "pickup" {
+            let of_floor = row["of_floor"].as_f64().unwrap();
+            assert!((of_floor - row["jobs_per_second"].as_f64().unwrap() / floor).abs() < 1e-9, "{row}");
+        }
     }
     let jobs_of = |name: &str| rows.iter().find(|r| r["measure"] == name).and_then(|r| r["jobs"].as_u64());
     assert_eq!(jobs_of("enqueue"), Some(300));
@@ -183,6 +189,27 @@ async fn bench_runs_every_measurement_and_its_jobs_reach_the_server() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(enqueued >= 300.0 + 1000.0 + 1000.0 + 20.0 + 200.0, "jobs created: {enqueued}");
+}
+
+/// `wharf bench --only watched` runs end to end twice without and twice with an overview's
+/// reader connected, and that reader gets the events of the jobs it watched.
+#[tokio::test]
+async fn bench_watched_compares_end_to_end_with_and_without_an_open_overview() {
+    let server = TestServer::start().await;
+    let (code, out, err) = server.cli(&["bench", "--json", "--only", "watched", "--e2e-jobs", "500"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bench JSON");
+    let settings: Vec<&str> = rows.iter().map(|r| r["setting"].as_str().unwrap()).collect();
+    assert_eq!(settings.len(), 4, "{settings:?}");
+    for (row, watched) in rows.iter().zip([false, true, false, true]) {
+        assert_eq!(row["measure"], "watched");
+        assert_eq!(row["jobs"].as_u64(), Some(500), "{row}");
+        assert_eq!(row["setting"].as_str().unwrap().starts_with("overview open"), watched, "{row}");
+    }
+    let summary = rows[3]["extra"]["summary"].as_str().unwrap();
+    // Each watched run's 500 jobs were leased and succeeded: two events each at least.
+    let events: u64 = summary.split("; ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert!(events >= 2 * 2 * 500, "{summary}");
 }
 
 /// `wharf bench --only large` times leases before and after filling one queue, and leaves no

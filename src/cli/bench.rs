@@ -1,6 +1,9 @@
 //! `wharf bench`: measures a running server over its public API.
 //!
-//! Four measurements, each on its own fresh queue so runs do not mix:
+//! Measurements, each on its own fresh queue so runs do not mix:
+//! - **floor**: the same client as the enqueue against `GET /health`, `--in-flight` at once:
+//!   this machine's HTTP path with no work behind it; every throughput is also printed as a
+//!   fraction of it;
 //! - **enqueue**: one job per request, `--in-flight` requests at once;
 //! - **batch**: `--batch` jobs per request;
 //! - **e2e**: pre-enqueued no-op jobs leased `--lease-batch` at a time by `--workers` loops and
@@ -14,6 +17,10 @@
 //!
 //! - **workers**: pre-enqueued jobs run by `--worker-procs` real `wharf worker` processes, once
 //!   with the built-in Rust no-op handler and once with `--exec true` (a process per job).
+//!
+//! - **watched** (on request): end to end without and with what an open dashboard overview
+//!   asks of the server (a reader of `/v1/events` and the overview's reads every second),
+//!   twice each, alternating, so the cost of watching is a ratio from one window.
 //!
 //! Every job is acknowledged durably, as configured on the server; nothing is skipped. The
 //! bench queues keep their jobs for one minute, then the server prunes them.
@@ -42,6 +49,9 @@ use crate::client::conn::Connection;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Measure {
+    /// The same client against `GET /health`: what this machine's HTTP path allows, the
+    /// yardstick every other figure is also given against.
+    Floor,
     /// One job per request.
     Enqueue,
     /// Batches of jobs per request.
@@ -58,6 +68,8 @@ pub enum Measure {
     /// Lease latency in a queue holding many finished and ready jobs, beside the same queue
     /// nearly empty (not in the default set).
     Large,
+    /// End to end without and with an open dashboard overview (not in the default set).
+    Watched,
 }
 
 /// `wharf bench`.
@@ -67,9 +79,9 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Which measurements to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "enqueue,batch,e2e,pickup,workers")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "floor,enqueue,batch,e2e,pickup,workers")]
     pub only: Vec<Measure>,
-    /// Jobs for the one-per-request enqueue.
+    /// Jobs for the one-per-request enqueue (and requests for the floor).
     #[arg(long, default_value_t = 20_000)]
     pub jobs: u64,
     /// Requests in flight for the one-per-request enqueue.
@@ -139,6 +151,9 @@ pub struct BenchRow {
     pub p50_ms: f64,
     /// 99th percentile latency, in milliseconds.
     pub p99_ms: f64,
+    /// Jobs per second as a fraction of the floor's requests per second, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub of_floor: Option<f64>,
     /// Further figures of the measurement (the soak's memory and store size).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<serde_json::Value>,
@@ -173,6 +188,7 @@ fn row(measure: Measure, setting: String, jobs: u64, elapsed: Duration, hist: &H
         jobs_per_second: if seconds > 0.0 { jobs as f64 / seconds } else { 0.0 },
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        of_floor: None,
         extra: None,
     }
 }
@@ -199,8 +215,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for measure in &args.only {
         let queue = format!("bench-{stamp}-{}", format!("{measure:?}").to_lowercase());
-        prepare_queue(&client, &queue).await?;
+        if *measure != Measure::Floor {
+            prepare_queue(&client, &queue).await?;
+        }
         match measure {
+            Measure::Floor => rows.push(floor(&client, &args, quiet).await?),
             Measure::Enqueue => rows.push(enqueue(&client, &queue, &args, quiet).await?),
             Measure::Batch => rows.push(batch(&client, &queue, &args, quiet).await?),
             Measure::E2e => rows.push(e2e(&client, &queue, &args, quiet).await?),
@@ -208,13 +227,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Measure::Workers => rows.extend(workers(&client, &queue, &args, quiet).await?),
             Measure::Soak => rows.push(soak(&client, &queue, &args, quiet).await?),
             Measure::Large => rows.extend(large(&client, &queue, &args, quiet).await?),
+            Measure::Watched => rows.extend(watched(&client, &queue, &args, quiet).await?),
+        }
+    }
+    // Every throughput also as a fraction of the floor's, a figure that carries across machines.
+    if let Some(floor) = rows.iter().find(|r| r.measure == Measure::Floor).map(|r| r.jobs_per_second)
+        && floor > 0.0
+    {
+        // Pickup and large time single jobs at a set pace: their jobs per second is no throughput.
+        for r in rows.iter_mut().filter(|r| !matches!(r.measure, Measure::Pickup | Measure::Large)) {
+            r.of_floor = Some(r.jobs_per_second / floor);
         }
     }
     if quiet {
         output::json(&rows)?;
         return Ok(());
     }
-    let mut t = output::table(&["MEASUREMENT", "SETTING", "JOBS", "SECONDS", "JOBS/S", "P50", "P99"]);
+    let mut t = output::table(&["MEASUREMENT", "SETTING", "JOBS", "SECONDS", "JOBS/S", "OF FLOOR", "P50", "P99"]);
     for r in &rows {
         t.add_row(vec![
             format!("{:?}", r.measure).to_lowercase(),
@@ -222,6 +251,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             r.jobs.to_string(),
             format!("{:.2}", r.seconds),
             format!("{:.0}", r.jobs_per_second),
+            r.of_floor.map_or_else(|| "-".into(), |f| format!("{:.0} %", f * 100.0)),
             if r.p50_ms.is_nan() { "-".into() } else { format!("{:.2} ms", r.p50_ms) },
             if r.p99_ms.is_nan() { "-".into() } else { format!("{:.2} ms", r.p99_ms) },
         ]);
@@ -235,14 +265,46 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+/// One small request of a closed-loop measurement.
+#[derive(Clone)]
+enum Call {
+    /// A one-job enqueue to this path.
+    Enqueue(String),
+    /// `GET /health`: the same client and HTTP path with no work behind it.
+    Health,
+}
+
+impl Call {
+    async fn send(&self, conn: &mut Connection, seq: u64) -> anyhow::Result<()> {
+        // The body is written directly and the answer only checked for its status: the client
+        // should spend its share of the two cores on load, not on itself.
+        let ((status, answer), expected) = match self {
+            Call::Enqueue(path) => {
+                let body = bytes::Bytes::from(format!(r#"{{"kind":"noop","payload":{{"seq":{seq}}}}}"#));
+                (conn.post_bytes(path, body).await?, hyper::StatusCode::CREATED)
+            }
+            Call::Health => (conn.get_bytes("/health").await?, hyper::StatusCode::OK),
+        };
+        if status != expected {
+            anyhow::bail!("answered {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        Ok(())
+    }
+}
+
+/// `total` calls, `in_flight` at a time, each sender on its own keep-alive connection.
+async fn closed_loop(
+    client: &Client,
+    call: Call,
+    total: u64,
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
     let next = Arc::new(AtomicU64::new(0));
-    let progress = bar(args.jobs, "enqueue", quiet);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.in_flight.max(1) {
-        let (client, path, next, progress, total) =
-            (client.clone(), format!("/v1/queues/{queue}/jobs"), Arc::clone(&next), progress.clone(), args.jobs);
+    for _ in 0..in_flight.max(1) {
+        let (client, call, next, progress) = (client.clone(), call.clone(), Arc::clone(&next), progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = client.connect().await?;
             let mut hist = histogram();
@@ -251,14 +313,8 @@ async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
                 if seq >= total {
                     return Ok::<_, anyhow::Error>(hist);
                 }
-                // The body is written directly and the answer only checked for 201: the client
-                // should spend its share of the two cores on load, not on itself.
-                let body = bytes::Bytes::from(format!(r#"{{"kind":"noop","payload":{{"seq":{seq}}}}}"#));
                 let sent = Instant::now();
-                let (status, answer) = conn.post_bytes(&path, body).await?;
-                if status != hyper::StatusCode::CREATED {
-                    anyhow::bail!("enqueue answered {status}: {}", String::from_utf8_lossy(&answer));
-                }
+                call.send(&mut conn, seq).await?;
                 let _ = hist.record(sent.elapsed().as_micros() as u64);
                 progress.inc(1);
             }
@@ -268,7 +324,20 @@ async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
     for task in tasks {
         hist.add(task.await??).ok();
     }
-    let elapsed = start.elapsed();
+    Ok((hist, start.elapsed()))
+}
+
+async fn floor(client: &Client, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let progress = bar(args.jobs, "floor", quiet);
+    let (hist, elapsed) = closed_loop(client, Call::Health, args.jobs, args.in_flight, &progress).await?;
+    progress.finish_and_clear();
+    Ok(row(Measure::Floor, format!("GET /health, {} in flight", args.in_flight), args.jobs, elapsed, &hist))
+}
+
+async fn enqueue(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<BenchRow> {
+    let progress = bar(args.jobs, "enqueue", quiet);
+    let call = Call::Enqueue(format!("/v1/queues/{queue}/jobs"));
+    let (hist, elapsed) = closed_loop(client, call, args.jobs, args.in_flight, &progress).await?;
     progress.finish_and_clear();
     Ok(row(Measure::Enqueue, format!("1 per request, {} in flight", args.in_flight), args.jobs, elapsed, &hist))
 }
@@ -553,6 +622,7 @@ async fn workers(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) ->
             jobs_per_second: done as f64 / seconds.max(f64::EPSILON),
             p50_ms: f64::NAN,
             p99_ms: f64::NAN,
+            of_floor: None,
             extra: None,
         });
     }
@@ -658,6 +728,7 @@ async fn soak(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> an
         jobs_per_second: total as f64 / seconds.max(f64::EPSILON),
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
+        of_floor: None,
         extra: Some(serde_json::json!({
             "summary": summary,
             "peak_rss_mib": peak_rss,
@@ -759,4 +830,66 @@ async fn large(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> a
         "p99_ratio": ratio(0.99),
     }));
     Ok(vec![empty_row, full_row])
+}
+
+/// What an open dashboard overview asks of the server until `stop`: every event of
+/// `/v1/events` read, and the queues, workers and pools read every second. Returns the events
+/// read.
+async fn overview_load(client: Client, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<u64> {
+    use futures_util::StreamExt as _;
+    let events = client.all_events().await?;
+    tokio::pin!(events);
+    let mut read = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            next = events.next() => match next {
+                Some(event) => {
+                    event?;
+                    read += 1;
+                }
+                None => anyhow::bail!("the event stream ended"),
+            },
+            _ = tick.tick() => {
+                let (queues, workers, pools) = tokio::join!(client.queues(), client.workers(), client.pools());
+                queues?;
+                workers?;
+                pools?;
+            }
+            () = stop.cancelled() => return Ok(read),
+        }
+    }
+}
+
+async fn watched(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    let (mut plain, mut watched) = (Vec::new(), Vec::new());
+    let mut events = 0;
+    for round in 0..2 {
+        for watch in [false, true] {
+            let queue = format!("{queue}-{round}-{}", if watch { "watched" } else { "plain" });
+            prepare_queue(client, &queue).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let watcher = watch.then(|| tokio::spawn(overview_load(client.clone(), stop.clone())));
+            let mut row = e2e(client, &queue, args, quiet).await?;
+            stop.cancel();
+            if let Some(watcher) = watcher {
+                events += watcher.await??;
+            }
+            row.measure = Measure::Watched;
+            row.setting = format!("{}, {}", if watch { "overview open" } else { "nobody watching" }, row.setting);
+            if watch { &mut watched } else { &mut plain }.push(row.jobs_per_second);
+            rows.push(row);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (without, with) = (mean(&plain), mean(&watched));
+    let summary = format!(
+        "an open overview cost {:.1} % of end-to-end throughput ({without:.0}/s without, {with:.0}/s with; {events} events read)",
+        (1.0 - with / without.max(1.0)) * 100.0
+    );
+    if let Some(last) = rows.last_mut() {
+        last.extra = Some(serde_json::json!({ "summary": summary }));
+    }
+    Ok(rows)
 }

@@ -75,8 +75,22 @@ impl Connection {
 
     /// POSTs `body` (JSON bytes) to `path`; returns the status and the body.
     pub async fn post_bytes(&mut self, path: &str, body: Bytes) -> Result<(StatusCode, Bytes), ClientError> {
-        let mut request =
+        let request =
             Request::post(path).header(header::HOST, &self.host).header(header::CONTENT_TYPE, "application/json");
+        self.send(request, body).await
+    }
+
+    /// GETs `path`; returns the status and the body.
+    pub async fn get_bytes(&mut self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
+        let request = Request::get(path).header(header::HOST, &self.host);
+        self.send(request, Bytes::new()).await
+    }
+
+    async fn send(
+        &mut self,
+        mut request: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         if let Some(authorization) = &self.authorization {
             request = request.header(header::AUTHORIZATION, authorization.clone());
         }

@@ -385,8 +385,23 @@ impl Client {
         id: &str,
         last_event_id: Option<&str>,
     ) -> Result<impl Stream<Item = Result<StreamEvent, ClientError>> + use<>, ClientError> {
+        self.event_stream(&format!("/v1/jobs/{}/events", path_segment(id)), last_event_id).await
+    }
+
+    /// Every job event of every queue the token sees, from now on.
+    pub async fn all_events(
+        &self,
+    ) -> Result<impl Stream<Item = Result<StreamEvent, ClientError>> + use<>, ClientError> {
+        self.event_stream("/v1/events", None).await
+    }
+
+    async fn event_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<StreamEvent, ClientError>> + use<>, ClientError> {
         use eventsource_stream::Eventsource as _;
-        let mut req = self.http.get(self.url(&format!("/v1/jobs/{id}/events")));
+        let mut req = self.http.get(self.url(path));
         if let Some(last) = last_event_id {
             req = req.header("Last-Event-ID", last);
         }

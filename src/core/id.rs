@@ -69,9 +69,11 @@ impl JobId {
     }
 
     /// The smallest id that could have been generated at `at`: every job created before `at`
-    /// has a smaller id, which bounds scans by creation time.
+    /// has a smaller id, which bounds scans by creation time. Times before the ids' epoch give
+    /// the smallest id, times past their range the largest.
     pub fn floor_at(at: Timestamp) -> Self {
-        JobId((at.as_millis() - ID_EPOCH_MS).max(0) << SEQ_BITS)
+        let ms = at.as_millis().saturating_sub(ID_EPOCH_MS).clamp(0, i64::MAX >> SEQ_BITS);
+        JobId(ms << SEQ_BITS)
     }
 
     /// The millisecond this id was generated in (or later, under a burst of more than 2^19 ids
@@ -289,6 +291,12 @@ mod tests {
             let (ja, jb) = (JobId::from_raw(a), JobId::from_raw(b));
             prop_assert_eq!(ja.to_string().parse::<JobId>(), Ok(ja));
             prop_assert_eq!(a.cmp(&b), ja.to_string().cmp(&jb.to_string()));
+        }
+
+        #[test]
+        fn floor_at_never_overflows_and_never_goes_back(ms in i64::MIN..i64::MAX) {
+            let (floor, next) = (JobId::floor_at(Timestamp::from_millis(ms)), JobId::floor_at(Timestamp::from_millis(ms + 1)));
+            prop_assert!(floor.raw() >= 0 && floor <= next);
         }
 
         #[test]

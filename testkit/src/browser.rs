@@ -39,6 +39,17 @@ fn find_binary(names: &[&str]) -> Result<String, String> {
 impl Browser {
     /// Starts ChromeDriver and a headless Chromium with a window of `width` × `height`.
     pub async fn start(width: u32, height: u32) -> Result<Browser, String> {
+        Self::launch(width, height, None).await
+    }
+
+    /// A headless Chromium that presents itself as a phone: a `width` × `height` CSS-pixel
+    /// screen (narrower than a desktop window may be) at a device pixel ratio of 2.
+    pub async fn start_phone(width: u32, height: u32) -> Result<Browser, String> {
+        let device = json!({"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true}});
+        Self::launch(width.max(500), height, Some(device)).await
+    }
+
+    async fn launch(width: u32, height: u32, mobile: Option<Value>) -> Result<Browser, String> {
         let chromium = find_binary(&["chromium", "chromium-browser"])?;
         let chromedriver = find_binary(&["chromedriver"])?;
         let port =
@@ -77,9 +88,13 @@ impl Browser {
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        let mut options = json!({"binary": chromium, "args": args});
+        if let Some(device) = mobile {
+            options["mobileEmulation"] = device;
+        }
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:chromeOptions": options,
         }}});
         let mut browser = Browser { http, session: String::new(), driver, _profile: profile };
         let created = browser.call("POST", &format!("{base}/session"), Some(capabilities)).await?;
@@ -149,6 +164,37 @@ impl Browser {
     /// Clicks an element.
     pub async fn click(&self, element: &str) -> Result<(), String> {
         self.session("POST", &format!("/element/{element}/click"), Some(json!({}))).await.map(drop)
+    }
+
+    /// Clicks the first element matching `css`, once there. A live page may replace the
+    /// element between finding and clicking it: then it is found again.
+    pub async fn click_on(&self, css: &str) -> Result<(), String> {
+        self.on_fresh(css, |element| async move { self.click(&element).await }).await
+    }
+
+    /// Types into the first element matching `css`, as [`Browser::click_on`] clicks.
+    pub async fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
+        self.on_fresh(css, |element| async move { self.type_text(&element, text).await }).await
+    }
+
+    /// The visible text of the first element matching `css`, as [`Browser::click_on`] clicks.
+    pub async fn text_of(&self, css: &str) -> Result<String, String> {
+        self.on_fresh(css, |element| async move { self.text(&element).await }).await
+    }
+
+    async fn on_fresh<T, F, Fut>(&self, css: &str, act: F) -> Result<T, String>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let element = self.wait(css).await?;
+            match act(element).await {
+                Err(why) if why.contains("stale element") && Instant::now() < deadline => continue,
+                done => return done,
+            }
+        }
     }
 
     /// Types into an element.

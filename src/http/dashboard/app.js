@@ -1,6 +1,6 @@
 // The wharf dashboard: a page over the public HTTP API, nothing else. Hash routes:
-// #/ (overview), #/queues/NAME (jobs, filters, pause, redrive), #/jobs/ID (detail, live
-// progress, cancel, redrive). Live updates come from the API's event streams, read with
+// #/ (overview), #/queues/NAME (charts, jobs, filters, pause, redrive), #/jobs/ID (detail,
+// live progress, cancel, redrive), #/alarms (rules, state, history). Live updates come from the API's event streams, read with
 // fetch (EventSource cannot send a token), and reconnect by themselves.
 'use strict';
 
@@ -148,9 +148,113 @@ function ago(iso) {
   return `${Math.round(s / 86400)}d`;
 }
 
+// ---- Charts (SVG drawn here: the page loads nothing else) -----------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) node.setAttribute(k, v);
+  for (const c of children.flat()) if (c) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// A small bar chart of succeeded (and, stacked on top, failed) attempts per minute.
+function sparkline(recent) {
+  const w = 90;
+  const h = 20;
+  if (!recent) return svg('svg', { class: 'spark', width: w, height: h, 'aria-label': 'no attempts' });
+  const n = recent.succeeded.length;
+  const max = Math.max(1, ...recent.succeeded.map((s, i) => s + recent.failed[i]));
+  const bw = w / n;
+  const bars = [];
+  recent.succeeded.forEach((s, i) => {
+    const f = recent.failed[i];
+    const hs = (s / max) * h;
+    const hf = (f / max) * h;
+    if (s) bars.push(svg('rect', { class: 'ok', x: i * bw, y: h - hs, width: bw - 1, height: hs }));
+    if (f) bars.push(svg('rect', { class: 'bad', x: i * bw, y: h - hs - hf, width: bw - 1, height: hf }));
+  });
+  const total = recent.succeeded.reduce((a, b) => a + b, 0) + recent.failed.reduce((a, b) => a + b, 0);
+  return svg('svg', { class: 'spark', width: w, height: h, viewBox: `0 0 ${w} ${h}`, 'aria-label': `${total} attempts in 15 minutes` },
+    svg('title', {}, `${total} attempts in the last 15 minutes`), bars);
+}
+
+function failureRate(recent) {
+  if (!recent) return '';
+  const failed = recent.failed.reduce((a, b) => a + b, 0);
+  const all = failed + recent.succeeded.reduce((a, b) => a + b, 0);
+  return all ? `${Math.round((failed / all) * 100)}%` : '';
+}
+
+function formatMs(ms) {
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${(ms / 60000).toFixed(1)} min`;
+}
+
+// A chart over the last hour: `series` are {name, cls, values: [[time ms, value]], bars}.
+function chart(title, series, { from, to, unit }) {
+  const w = 560;
+  const h = 140;
+  const left = 56;
+  const bottom = 18;
+  const plotW = w - left - 8;
+  const plotH = h - bottom - 8;
+  const max = Math.max(0, ...series.flatMap((s) => s.values.map((v) => v[1])));
+  const top = max > 0 ? max * 1.1 : 1;
+  const x = (t) => left + ((t - from) / (to - from)) * plotW;
+  const y = (v) => 8 + plotH - (v / top) * plotH;
+  const label = unit === 'ms' ? formatMs : (v) => String(Math.round(v));
+  const parts = [
+    svg('line', { class: 'axis', x1: left, y1: 8 + plotH, x2: w - 8, y2: 8 + plotH }),
+    svg('text', { x: left - 4, y: 14, 'text-anchor': 'end' }, label(top)),
+    svg('text', { x: left - 4, y: 8 + plotH, 'text-anchor': 'end' }, '0'),
+    svg('text', { x: left, y: h - 4 }, '−60 min'),
+    svg('text', { x: w - 8, y: h - 4, 'text-anchor': 'end' }, 'now'),
+  ];
+  for (const s of series) {
+    if (s.bars) {
+      const bw = Math.max(1, plotW / 360 - 0.5);
+      for (const [t, v, base] of s.values) {
+        if (v > 0) parts.push(svg('rect', { class: s.cls, x: x(t), y: y(v + (base || 0)), width: bw, height: y(base || 0) - y(v + (base || 0)) }));
+      }
+    } else if (s.values.length) {
+      parts.push(svg('polyline', { class: s.cls, fill: 'none', points: s.values.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' ') }));
+      if (s.values.length === 1) parts.push(svg('circle', { class: s.cls, cx: x(s.values[0][0]), cy: y(s.values[0][1]), r: 2 }));
+    }
+  }
+  return el('figure', { class: 'chart' },
+    el('figcaption', {}, title, ' ', series.map((s) => el('span', { class: `key ${s.cls}` }, s.name))),
+    svg('svg', { viewBox: `0 0 ${w} ${h}`, role: 'img', 'aria-label': title }, parts));
+}
+
+function charts(stats) {
+  const to = Date.now();
+  const from = to - 3600 * 1000;
+  const pts = stats.points.map((p) => Object.assign({ t: Date.parse(p.at) }, p));
+  const pct = (field) => ['p50', 'p95', 'p99'].map((k, i) => ({
+    name: k, cls: `l${i}`, values: pts.filter((p) => p[field]).map((p) => [p.t, p[field][k]]),
+  }));
+  return el('section', { id: 'charts' }, el('h2', {}, 'Last hour'), el('div', { class: 'charts' },
+    chart('Attempts per 10 s', [
+      { name: 'succeeded', cls: 'ok', bars: true, values: pts.map((p) => [p.t, p.succeeded, 0]) },
+      { name: 'failed', cls: 'bad', bars: true, values: pts.map((p) => [p.t, p.failed, p.succeeded]) },
+    ], { from, to, unit: '' }),
+    chart('Wait (ready → leased)', pct('wait_ms'), { from, to, unit: 'ms' }),
+    chart('Run time', pct('run_ms'), { from, to, unit: 'ms' })));
+}
+
+// Replaces the page's content; the input being typed in keeps its focus across live updates.
 function show(...nodes) {
   const main = document.getElementById('main');
+  const focused = main.contains(document.activeElement) ? document.activeElement.id : '';
   main.replaceChildren(...nodes);
+  const again = focused && document.getElementById(focused);
+  if (again) {
+    again.focus();
+    if (again.tagName === 'INPUT' && again.type === 'text') again.setSelectionRange(again.value.length, again.value.length);
+  }
 }
 
 function failure(err) {
@@ -228,6 +332,8 @@ async function overview(signal) {
           { title: 'queue', value: (q) => queueLink(q.name) },
           n('ready'), n('scheduled'), n('running'), n('succeeded'), n('dead'),
           { title: 'oldest ready', cls: 'num', value: (q) => ago(q.oldest_ready_at) },
+          { title: 'last 15 min', cls: 'hide-narrow', value: (q) => sparkline(q.recent) },
+          { title: 'failed', cls: 'num hide-narrow', value: (q) => failureRate(q.recent) },
           { title: '', value: (q) => (q.policy.paused ? badge('paused') : '') },
         ], queues)),
         el('section', { id: 'workers' }, el('h2', {}, `Workers (${workers.length})`), table([
@@ -263,15 +369,22 @@ async function overview(signal) {
 // ---- Queue ------------------------------------------------------------------
 
 async function queuePage(name, query, signal) {
-  const filters = { state: query.get('state') || '', kind: query.get('kind') || '', error: query.get('error') || '' };
+  const filters = {
+    state: query.get('state') || '', kind: query.get('kind') || '', error: query.get('error') || '', since: query.get('since') || '',
+  };
   let jobs = [];
   let cursor = null;
   let info = null;
+  let stats = null;
+  const loadStats = async () => {
+    try { stats = await api('GET', `/v1/queues/${encodeURIComponent(name)}/stats`); } catch (_) { /* charts wait for the next try */ }
+  };
   const load = async (more) => {
     const params = new URLSearchParams({ limit: '50' });
     if (filters.state) params.set('state', filters.state);
     if (filters.kind) params.set('kind', filters.kind);
     if (filters.error) params.set('error', filters.error);
+    if (SINCE[filters.since]) params.set('created_after', new Date(Date.now() - SINCE[filters.since]).toISOString());
     if (more && cursor) params.set('cursor', cursor);
     const [q, page_] = await Promise.all([
       api('GET', `/v1/queues/${encodeURIComponent(name)}`),
@@ -288,16 +401,16 @@ async function queuePage(name, query, signal) {
       try { await api(method, path, body); await load(false); render(); } catch (err) { show(failure(err)); }
     },
   }, label);
+  // What is typed but not yet applied survives the live re-renders.
+  const draft = { kind: filters.kind, error: filters.error };
   const apply = () => {
-    // What is typed counts even when Enter submits before the input's change event.
-    for (const k of ['kind', 'error']) {
-      const input = document.getElementById(`filter-${k}`);
-      if (input) filters[k] = input.value.trim();
-    }
+    filters.kind = draft.kind.trim();
+    filters.error = draft.error.trim();
     const q = new URLSearchParams();
     if (filters.state) q.set('state', filters.state);
     if (filters.kind) q.set('kind', filters.kind);
     if (filters.error) q.set('error', filters.error);
+    if (filters.since) q.set('since', filters.since);
     location.hash = `#/queues/${encodeURIComponent(name)}${q.toString() ? `?${q}` : ''}`;
   };
   const render = () => {
@@ -309,12 +422,15 @@ async function queuePage(name, query, signal) {
       may.has('manage') ? el('div', { class: 'actions' },
         info.policy.paused ? act('Resume', 'POST', `${path}/resume`) : act('Pause', 'POST', `${path}/pause`),
         info.counts.dead > 0 ? act(`Redrive all ${info.counts.dead} dead`, 'POST', `${path}/redrive`, {}, 'danger') : '') : '',
+      stats ? charts(stats) : '',
       el('section', {},
         el('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
           el('label', {}, 'State', el('select', { id: 'filter-state', onchange: (e) => { filters.state = e.target.value; apply(); } },
             states.map((s) => el('option', { value: s, selected: s === filters.state }, s || 'any')))),
-          el('label', {}, 'Kind', el('input', { id: 'filter-kind', value: filters.kind, onchange: (e) => { filters.kind = e.target.value.trim(); } })),
-          el('label', {}, 'Error contains', el('input', { id: 'filter-error', maxlength: 256, value: filters.error, onchange: (e) => { filters.error = e.target.value.trim(); } })),
+          el('label', {}, 'Kind', el('input', { id: 'filter-kind', value: draft.kind, oninput: (e) => { draft.kind = e.target.value; } })),
+          el('label', {}, 'Created', el('select', { id: 'filter-since', onchange: (e) => { filters.since = e.target.value; apply(); } },
+            Object.keys(SINCE).map((k) => el('option', { value: k, selected: k === filters.since }, k ? `last ${k}` : 'any time')))),
+          el('label', {}, 'Error contains', el('input', { id: 'filter-error', maxlength: 256, value: draft.error, oninput: (e) => { draft.error = e.target.value; } })),
           el('button', { type: 'submit' }, 'Filter')),
         table([
           { title: 'job', value: (j) => jobLink(j.id) },
@@ -327,7 +443,7 @@ async function queuePage(name, query, signal) {
     );
   };
   try {
-    await load(false);
+    await Promise.all([load(false), loadStats()]);
     if (signal.aborted) return;
     render();
   } catch (err) {
@@ -336,7 +452,15 @@ async function queuePage(name, query, signal) {
   }
   const again = throttle(async () => { try { await load(false); if (!signal.aborted) render(); } catch (_) { /* retried on the next event */ } }, 1000);
   follow(`/v1/events?queue=${encodeURIComponent(name)}`, again, signal, setLive);
+  // A new point every 10 s.
+  while (!signal.aborted) {
+    await sleep(10000, signal);
+    if (!signal.aborted) { await loadStats(); again(); }
+  }
 }
+
+// The creation-time ranges the queue page offers, in milliseconds.
+const SINCE = { '': 0, '15 min': 15 * 60e3, '1 h': 3600e3, '24 h': 86400e3, '7 d': 7 * 86400e3 };
 
 // ---- Job --------------------------------------------------------------------
 
@@ -414,6 +538,44 @@ async function jobPage(id, signal) {
   }, signal, setLive);
 }
 
+// ---- Alarms -------------------------------------------------------------------
+
+async function alarmsPage(signal) {
+  const duration = (ms) => (ms ? formatMs(ms) : '');
+  while (!signal.aborted) {
+    try {
+      const { alarms } = await api('GET', '/v1/alarms');
+      if (signal.aborted) return;
+      const history = alarms.flatMap((a) => a.history.map((h) => Object.assign({ name: a.name }, h)))
+        .sort((a, b) => (a.at < b.at ? 1 : -1));
+      show(
+        el('h1', {}, 'Alarms'),
+        el('section', { id: 'alarm-rules' }, el('h2', {}, `Rules (${alarms.length})`), table([
+          { title: 'alarm', value: (a) => a.name },
+          { title: 'state', value: (a) => badge(a.state === 'ok' ? 'ok' : 'firing') },
+          { title: 'queue', value: (a) => (a.queue === '*' ? '*' : queueLink(a.queue)) },
+          { title: 'when', value: (a) => a.when },
+          { title: 'for', cls: 'num hide-narrow', value: (a) => duration(a.for_ms) },
+          { title: 'value', cls: 'num', value: (a) => Math.round(a.value * 1000) / 1000 },
+          { title: 'since', cls: 'num hide-narrow', value: (a) => (a.since ? `${ago(a.since)} ago` : '') },
+          { title: 'notifies', cls: 'hide-narrow', value: (a) => a.notify.join(', ') + (a.undelivered ? ` (${a.undelivered} undelivered)` : '') },
+          { title: 'from', cls: 'hide-narrow', value: (a) => a.source },
+        ], alarms)),
+        el('section', { id: 'alarm-history' }, el('h2', {}, 'History'), table([
+          { title: 'at', value: (h) => h.at },
+          { title: 'alarm', value: (h) => h.name },
+          { title: 'queue', value: (h) => queueLink(h.queue) },
+          { title: 'became', value: (h) => badge(h.state === 'resolved' ? 'ok' : 'firing') },
+          { title: 'value', cls: 'num', value: (h) => Math.round(h.value * 1000) / 1000 },
+        ], history)),
+      );
+    } catch (err) {
+      if (!signal.aborted && err.status !== 401) show(el('h1', {}, 'Alarms'), failure(err));
+    }
+    await sleep(5000, signal);
+  }
+}
+
 // ---- Routing ----------------------------------------------------------------
 
 async function route() {
@@ -429,6 +591,7 @@ async function route() {
   refreshAlarms();
   if (parts[0] === 'queues' && parts[1]) queuePage(parts[1], query, signal);
   else if (parts[0] === 'jobs' && parts[1]) jobPage(parts[1], signal);
+  else if (parts[0] === 'alarms') alarmsPage(signal);
   else overview(signal);
 }
 setInterval(refreshAlarms, 5000);
