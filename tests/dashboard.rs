@@ -136,6 +136,105 @@ async fn a_reader_token_signs_in_and_sees_everything_but_buttons_it_may_not_use(
 }
 
 #[tokio::test]
+async fn dead_jobs_matching_a_filter_are_redriven_together_and_the_policy_is_changed_in_place() {
+    let server = TestServer::start().await;
+    let mut timeouts = Vec::new();
+    for error in ["smtp timeout", "smtp timeout", "550 mailbox full"] {
+        let id = server.enqueue("mail", json!({"kind": "send", "max_attempts": 1})).await;
+        let job = server.lease("mail", 1, 1_000).await.remove(0);
+        let fail = json!({"lease_token": job["lease_token"], "error": error});
+        assert_eq!(server.post(&format!("/v1/jobs/{id}/fail"), fail).await.0, 200);
+        if error.starts_with("smtp") {
+            timeouts.push(id);
+        }
+    }
+    let b = browser().await;
+    b.goto(&server.url("/#/queues/mail?state=dead&error=timeout")).await.unwrap();
+    b.click_on("button.redrive-shown").await.unwrap();
+    b.wait_until("the two redriven", "return document.querySelector('main p.muted').textContent.includes('ready 2')")
+        .await
+        .unwrap();
+    for id in &timeouts {
+        assert_eq!(server.state(id).await, "ready");
+    }
+    let (_, queue) = server.get("/v1/queues/mail").await;
+    assert_eq!(queue["counts"]["dead"], 1, "the job the filter left out stays dead");
+
+    // The policy: a bad value is refused with the server's reason; a good one is saved.
+    b.click_on("#policy summary").await.unwrap();
+    b.script("document.querySelector('#policy-max_attempts').value = ''; return true").await.unwrap();
+    b.type_into("#policy-max_attempts", "0").await.unwrap();
+    b.click_on("#policy-form button[type=submit]").await.unwrap();
+    b.wait_until(
+        "the refusal shown",
+        "return document.querySelector('#policy [role=alert]').textContent.includes('max_attempts')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.get("/v1/queues/mail").await.1["policy"]["max_attempts"], json!(queue["policy"]["max_attempts"]));
+    b.script("document.querySelector('#policy-max_attempts').value = ''; return true").await.unwrap();
+    b.type_into("#policy-max_attempts", "7").await.unwrap();
+    b.type_into("#policy-concurrency", "3").await.unwrap();
+    b.click_on("#policy-form button[type=submit]").await.unwrap();
+    let mut policy = json!(null);
+    for _ in 0..500 {
+        policy = server.get("/v1/queues/mail").await.1["policy"].clone();
+        if policy["concurrency"] == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((policy["max_attempts"].as_u64(), policy["concurrency"].as_u64()), (Some(7), Some(3)), "{policy}");
+}
+
+#[tokio::test]
+async fn the_overview_comes_back_by_itself_after_the_server_restarts() {
+    let mut server = TestServer::start().await;
+    server.enqueue("pdf", json!({"kind": "render"})).await;
+    let b = browser().await;
+    b.goto(&server.url("/")).await.unwrap();
+    b.wait_until("live", "return document.querySelector('#live').classList.contains('on')").await.unwrap();
+    server.restart();
+    // Jobs enqueued after the restart show without a reload.
+    server.enqueue("pdf", json!({"kind": "render"})).await;
+    server.enqueue("video", json!({"kind": "cut"})).await;
+    b.wait_until(
+        "the new queue and count shown",
+        "return !!document.querySelector(\"#queues a[href='#/queues/video']\") \
+         && document.querySelector('#live').classList.contains('on')",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_queue_of_a_hundred_thousand_jobs_opens_like_one_of_ten() {
+    let server = TestServer::start().await;
+    for queue in ["small", "big"] {
+        let total = if queue == "small" { 10 } else { 100_000 };
+        for start in (0..total).step_by(1_000) {
+            let jobs: Vec<_> =
+                (start..(start + 1_000).min(total)).map(|i| json!({"kind": "k", "payload": {"n": i}})).collect();
+            assert_eq!(server.post(&format!("/v1/queues/{queue}/jobs/batch"), json!({"jobs": jobs})).await.0, 201);
+        }
+    }
+    let b = browser().await;
+    let mut shown = Vec::new();
+    for queue in ["small", "big", "small", "big"] {
+        b.goto(&server.url(&format!("/?{queue}#/queues/{queue}"))).await.unwrap();
+        b.wait_until("the jobs listed", "return document.querySelectorAll('tbody a[href^=\"#/jobs/\"]').length > 0")
+            .await
+            .unwrap();
+        // One page of the newest, whatever the queue holds.
+        let rows = b.script("return document.querySelectorAll('tbody a[href^=\"#/jobs/\"]').length").await.unwrap();
+        assert_eq!(rows, if queue == "small" { 10 } else { 50 });
+        shown.push(b.script("return performance.now()").await.unwrap().as_f64().unwrap());
+    }
+    eprintln!("queue page shown after (ms, small big small big): {shown:?}");
+    assert!(b.find("#more").await.unwrap().is_some(), "the big queue pages on");
+}
+
+#[tokio::test]
 async fn alarms_are_listed_with_their_state_and_history() {
     let server = TestServer::start().await;
     let rule = json!({"queue": "mail", "when": "dead > 0"});

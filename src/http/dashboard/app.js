@@ -376,6 +376,13 @@ async function queuePage(name, query, signal) {
   let cursor = null;
   let info = null;
   let stats = null;
+  // Built again only when the policy changes, so a half-filled form survives live updates.
+  let policy = { key: '', node: null };
+  const policyNode = () => {
+    const key = JSON.stringify(info.policy);
+    if (policy.key !== key) policy = { key, node: policySection(name, info.policy, async () => { await load(false); render(); }) };
+    return policy.node;
+  };
   const loadStats = async () => {
     try { stats = await api('GET', `/v1/queues/${encodeURIComponent(name)}/stats`); } catch (_) { /* charts wait for the next try */ }
   };
@@ -395,6 +402,7 @@ async function queuePage(name, query, signal) {
     cursor = page_.next_cursor || null;
   };
   const act = (label, method, path, body, cls) => el('button', {
+    type: 'button',
     class: cls,
     onclick: async (e) => {
       e.target.disabled = true;
@@ -423,6 +431,7 @@ async function queuePage(name, query, signal) {
         info.policy.paused ? act('Resume', 'POST', `${path}/resume`) : act('Pause', 'POST', `${path}/pause`),
         info.counts.dead > 0 ? act(`Redrive all ${info.counts.dead} dead`, 'POST', `${path}/redrive`, {}, 'danger') : '') : '',
       stats ? charts(stats) : '',
+      policyNode(),
       el('section', {},
         el('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
           el('label', {}, 'State', el('select', { id: 'filter-state', onchange: (e) => { filters.state = e.target.value; apply(); } },
@@ -431,7 +440,10 @@ async function queuePage(name, query, signal) {
           el('label', {}, 'Created', el('select', { id: 'filter-since', onchange: (e) => { filters.since = e.target.value; apply(); } },
             Object.keys(SINCE).map((k) => el('option', { value: k, selected: k === filters.since }, k ? `last ${k}` : 'any time')))),
           el('label', {}, 'Error contains', el('input', { id: 'filter-error', maxlength: 256, value: draft.error, oninput: (e) => { draft.error = e.target.value; } })),
-          el('button', { type: 'submit' }, 'Filter')),
+          el('button', { type: 'submit' }, 'Filter'),
+          // A filtered view of dead jobs can be redriven as it stands.
+          filters.state === 'dead' && (filters.kind || filters.error || filters.since) && jobs.length && may.has('manage')
+            ? act(`Redrive the ${jobs.length} shown`, 'POST', `${path}/redrive`, { ids: jobs.map((j) => j.id) }, 'redrive-shown') : ''),
         table([
           { title: 'job', value: (j) => jobLink(j.id) },
           { title: 'kind', value: (j) => j.kind },
@@ -457,6 +469,52 @@ async function queuePage(name, query, signal) {
     await sleep(10000, signal);
     if (!signal.aborted) { await loadStats(); again(); }
   }
+}
+
+// A queue's policy; a form to change it for a token that may manage queues.
+const POLICY_FIELDS = [
+  ['lease_ms', 'lease (ms)', (p) => p.lease_ms],
+  ['max_attempts', 'max attempts', (p) => p.max_attempts],
+  ['backoff_base_ms', 'backoff base (ms)', (p) => p.backoff.base_ms],
+  ['backoff_factor', 'backoff factor', (p) => p.backoff.factor],
+  ['backoff_cap_ms', 'backoff cap (ms)', (p) => p.backoff.cap_ms],
+  ['retention_ms', 'retention (ms)', (p) => p.retention_ms],
+  ['concurrency', 'concurrency', (p) => p.concurrency, true],
+  ['rate', 'rate (jobs/s)', (p) => p.rate, true],
+  ['max_ready', 'max waiting', (p) => p.max_ready, true],
+];
+
+function policySection(name, policy, saved) {
+  const shown = (v) => (v === null || v === undefined ? 'no limit' : v);
+  if (!may.has('manage')) {
+    return el('section', { id: 'policy' }, el('h2', {}, 'Policy'), el('dl', {},
+      POLICY_FIELDS.map(([, label, get]) => [el('dt', {}, label), el('dd', {}, shown(get(policy)))])));
+  }
+  const message = el('p', { class: 'error', role: 'alert' });
+  const form = el('form', { class: 'filters', id: 'policy-form' },
+    POLICY_FIELDS.map(([key, label, get, nullable]) => el('label', {}, label,
+      el('input', { name: key, id: `policy-${key}`, inputmode: 'decimal', size: 8, value: get(policy) ?? '', placeholder: nullable ? 'no limit' : null }))),
+    el('button', { type: 'submit' }, 'Save'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = {};
+    for (const [key, , get, nullable] of POLICY_FIELDS) {
+      const text = form.elements[key].value.trim();
+      const before = get(policy) ?? '';
+      if (text === String(before)) continue;
+      if (text === '' && nullable) body[key] = null;
+      else if (text !== '' && Number.isFinite(Number(text))) body[key] = Number(text);
+      else { message.textContent = `${key}: give a number`; return; }
+    }
+    if (!Object.keys(body).length) return;
+    try {
+      await api('PUT', `/v1/queues/${encodeURIComponent(name)}`, body);
+      await saved();
+    } catch (err) {
+      message.textContent = err.message;
+    }
+  });
+  return el('section', { id: 'policy' }, el('details', {}, el('summary', {}, 'Policy'), form, message));
 }
 
 // The creation-time ranges the queue page offers, in milliseconds.
