@@ -216,40 +216,8 @@ impl Subscription {
     /// from the oldest event the ring still holds.
     pub async fn next(&mut self, keep: impl Fn(&JobEvent) -> bool) -> Result<Arc<JobEvent>, Lagged> {
         loop {
-            {
-                let ring = self.bus.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if let Some((want, deadline)) = self.awaiting {
-                    // Events before the awaited one were delivered with it elsewhere: every
-                    // node receives events in the same (commit) order.
-                    let from = self.next.max(ring.first_seq);
-                    if let Some(at) = (from..ring.next_seq).find(|&p| ring.get(p).is_some_and(|e| e.seq == want)) {
-                        self.next = at + 1;
-                        self.awaiting = None;
-                    } else if tokio::time::Instant::now() >= deadline {
-                        // Never came: replay from where this reader started, as a lag.
-                        self.awaiting = None;
-                        self.next = self.next.max(ring.first_seq);
-                        return Err(Lagged { missed: 0 });
-                    }
-                }
-                if self.awaiting.is_none() {
-                    if self.next < ring.first_seq {
-                        let missed = ring.first_seq - self.next;
-                        self.next = ring.first_seq;
-                        return Err(Lagged { missed });
-                    }
-                    while self.next < ring.next_seq {
-                        let event = ring.get(self.next).cloned();
-                        self.next += 1;
-                        if let Some(event) = event
-                            && !event.superseded
-                            && keep(&event)
-                        {
-                            return Ok(event);
-                        }
-                    }
-                }
-                self.tip.mark_unchanged();
+            if let Some(found) = self.scan(&keep) {
+                return found;
             }
             // Woken by the next publish (or the end of a wait for an awaited id); the bus
             // outlives its subscribers, so this never errs while one exists.
@@ -265,6 +233,51 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// The next event `keep` selects among those already published, without waiting: for a
+    /// reader that drains the bus now and then instead of waking for every event.
+    pub fn try_next(&mut self, keep: impl Fn(&JobEvent) -> bool) -> Result<Option<Arc<JobEvent>>, Lagged> {
+        self.scan(&keep).transpose()
+    }
+
+    /// Reads the ring from this position: the next selected event or a lag, or `None` when
+    /// the reader must wait for more.
+    fn scan(&mut self, keep: &impl Fn(&JobEvent) -> bool) -> Option<Result<Arc<JobEvent>, Lagged>> {
+        let ring = self.bus.ring.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((want, deadline)) = self.awaiting {
+            // Events before the awaited one were delivered with it elsewhere: every node
+            // receives events in the same (commit) order.
+            let from = self.next.max(ring.first_seq);
+            if let Some(at) = (from..ring.next_seq).find(|&p| ring.get(p).is_some_and(|e| e.seq == want)) {
+                self.next = at + 1;
+                self.awaiting = None;
+            } else if tokio::time::Instant::now() >= deadline {
+                // Never came: replay from where this reader started, as a lag.
+                self.awaiting = None;
+                self.next = self.next.max(ring.first_seq);
+                return Some(Err(Lagged { missed: 0 }));
+            }
+        }
+        if self.awaiting.is_none() {
+            if self.next < ring.first_seq {
+                let missed = ring.first_seq - self.next;
+                self.next = ring.first_seq;
+                return Some(Err(Lagged { missed }));
+            }
+            while self.next < ring.next_seq {
+                let event = ring.get(self.next).cloned();
+                self.next += 1;
+                if let Some(event) = event
+                    && !event.superseded
+                    && keep(&event)
+                {
+                    return Some(Ok(event));
+                }
+            }
+        }
+        self.tip.mark_unchanged();
+        None
     }
 
     /// The position: the `seq` of the next event to read.

@@ -101,7 +101,7 @@ pub async fn serve(
         Arc::clone(&leading),
         token.clone(),
     ));
-    let state = AppState {
+    let state = AppState::new(crate::http::Shared {
         store: Arc::clone(&store),
         events,
         config: Arc::clone(&config),
@@ -110,7 +110,7 @@ pub async fn serve(
         auth,
         leading: Arc::clone(&leading),
         stats,
-    };
+    });
     let pruner = tokio::spawn(pruner::run(Arc::clone(&store), config.prune_interval, token.clone()));
     // The pools' local workers finish their jobs while the server still answers them: the
     // listener closes only once the autoscaler has stopped them.

@@ -29,9 +29,29 @@ pub mod views;
 use error::{ApiError, ProblemCode};
 use routes::{alarms, hooks, jobs, ops, pools, queues, tokens, work};
 
-/// What every handler can reach.
+/// What every handler can reach, behind one `Arc`: axum clones the state for every extractor
+/// and layer of every request, and one reference count is cheaper than nine.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a router over `shared`.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     /// The store.
     pub store: Arc<dyn Store>,
     /// Committed changes, for progress streams.

@@ -115,7 +115,11 @@ impl Rates {
     }
 }
 
-/// Counts every event of `bus` into `rates` until `shutdown`.
+/// How often the bus is read: attempts are counted per second, so waking for every event (a
+/// cost on every request) buys nothing.
+const DRAIN_EVERY: Duration = Duration::from_millis(250);
+
+/// Counts every attempt that ends on `bus` into `rates` until `shutdown`.
 pub async fn follow(
     bus: Arc<EventBus>,
     rates: Arc<Rates>,
@@ -123,19 +127,27 @@ pub async fn follow(
     shutdown: CancellationToken,
 ) {
     let (_, mut subscription) = bus.subscribe(|_| false);
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
     let mut tidy = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            next = subscription.next(|e| e.kind == EventKind::State) => {
-                // A lag loses some counts: the rate is an estimate over what was seen.
-                if let Ok(event) = next {
-                    rates.record(&event);
+            _ = drain.tick() => loop {
+                match subscription.try_next(ends_an_attempt) {
+                    Ok(Some(event)) => rates.record(&event),
+                    Ok(None) => break,
+                    // A lag loses some counts: the rate is an estimate over what was seen.
+                    Err(_) => {}
                 }
-            }
+            },
             _ = tidy.tick() => rates.forget_idle(clock.now()),
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// A success, or a failure (its change carries the error).
+fn ends_an_attempt(event: &JobEvent) -> bool {
+    event.kind == EventKind::State && (event.error.is_some() || event.state == JobState::Succeeded)
 }
 
 #[cfg(test)]

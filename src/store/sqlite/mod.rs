@@ -533,4 +533,47 @@ mod tests {
         .expect_err("garbage is not a database");
         assert!(err.to_string().contains("not a usable wharf database"), "{err}");
     }
+
+    /// A file written by the previous schema (state checks as `IN` lists) opens with its jobs,
+    /// and the rebuilt table still refuses what the checks refuse.
+    #[tokio::test]
+    async fn a_database_of_the_previous_schema_is_upgraded_with_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        {
+            let conn = rusqlite::Connection::open(&file).unwrap();
+            for (i, migration) in super::sql::MIGRATIONS[..3].iter().enumerate() {
+                conn.execute_batch(&format!("BEGIN; {migration}; PRAGMA user_version = {}; COMMIT;", i + 1)).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO queues (name, lease_ms, max_attempts, backoff_base_ms, backoff_factor, backoff_cap_ms, \
+                 retention_ms, created_at) VALUES ('q', 30000, 3, 1000, 2, 60000, 86400000, 0); \
+                 INSERT INTO jobs (id, queue, kind, state, priority, run_at, payload, created_at, idempotency_key) \
+                 VALUES (1048576, 'q', 'k', 'ready', 0, 0, '{\"n\":1}', 0, 'key-1'); \
+                 INSERT INTO jobs (id, queue, kind, state, priority, run_at, payload, created_at, finished_at, result) \
+                 VALUES (2097152, 'q', 'k', 'succeeded', 0, 0, '{}', 0, 5, '{\"ok\":true}');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), bus()).unwrap();
+        let ready = store.job_get(crate::core::JobId::from_raw(1_048_576)).await.unwrap();
+        assert_eq!((ready.state, ready.payload.as_str()), (JobState::Ready, "{\"n\":1}"));
+        let done = store.job_get(crate::core::JobId::from_raw(2_097_152)).await.unwrap();
+        assert_eq!((done.state, done.result.as_deref()), (JobState::Succeeded, Some("{\"ok\":true}")));
+        drop(store);
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, super::sql::MIGRATIONS.len() as i64);
+        let bogus = conn.execute(
+            "INSERT INTO jobs (id, queue, kind, state, priority, run_at, payload, created_at) \
+             VALUES (3145728, 'q', 'k', 'lost', 0, 0, '{}', 0)",
+            [],
+        );
+        assert!(bogus.is_err(), "an unknown state is refused");
+        let unfinished = conn.execute("UPDATE jobs SET state = 'dead' WHERE id = 1048576", []);
+        assert!(unfinished.is_err(), "a terminal state needs finished_at");
+        let key: Option<String> =
+            conn.query_row("SELECT idempotency_key FROM jobs WHERE id = 1048576", [], |r| r.get(0)).unwrap();
+        assert_eq!(key.as_deref(), Some("key-1"));
+    }
 }

@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_hardening.sql"),
     include_str!("migrations/0003_alarms.sql"),
+    include_str!("migrations/0004_checks_without_lists.sql"),
 ];
 
 /// The columns of a [`JobSummary`](crate::store::JobSummary), in `rows::summary` order.
