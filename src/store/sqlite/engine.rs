@@ -1030,9 +1030,9 @@ impl Engine {
             let read = self
                 .conn
                 .prepare_cached(sql::JOB_LEASE_READ)?
-                .query_row([key.id], |row| {
+                .query_row([key.id()], |row| {
                     let job = LeasedJob {
-                        id: JobId::from_raw(key.id),
+                        id: JobId::from_raw(key.id()),
                         queue: self.mem.queues[q].name.clone(),
                         kind: row.get(0)?,
                         payload: row.get(1)?,
@@ -1046,7 +1046,7 @@ impl Engine {
                         lease_expires_at: expires_at,
                     };
                     let now = RowNow {
-                        id: key.id,
+                        id: key.id(),
                         queue: q,
                         state: rows::state(row, 9)?,
                         attempt: row.get(2)?,
@@ -1056,7 +1056,7 @@ impl Engine {
                 })
                 .optional()?;
             let Some((mut job, row, max_override, ready_at)) = read else {
-                return Err(Abort::inconsistent(key.id, "the ready index holds a job the database does not have"));
+                return Err(Abort::inconsistent(key.id(), "the ready index holds a job the database does not have"));
             };
             let change = RowChange::Lease { token, expires_at, lease_ms, worker: &params.worker_id };
             let applied = self.apply_transition(row, None, state::lease(), change, cx)?;
@@ -1065,7 +1065,7 @@ impl Engine {
             job.max_attempts = max_override.unwrap_or(queue.policy.max_attempts);
             queue.counters.wait.observe_ms(now.millis_since(Timestamp::from_millis(ready_at)));
             self.mem.insert_lease(
-                key.id,
+                key.id(),
                 Lease {
                     token,
                     expires_at,

@@ -9,23 +9,52 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::core::validate::MAX_PRIORITY;
 use crate::core::{JobState, LeaseToken, QueueName, QueuePolicy, Timestamp};
 use crate::metrics::QueueCounters;
 use crate::store::WorkerPresence;
 
 /// Orders ready jobs: highest priority first, then earliest ready time, then lowest id.
+///
+/// Sixteen bytes, since a million ready jobs are a million keys: the high word holds the
+/// priority level (`MAX_PRIORITY - priority`, 21 bits, so the highest priority sorts first)
+/// over the ready time (43 bits of milliseconds: until the year 2248; a ready job's time is
+/// never in the future), the low word the id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct ReadyKey {
-    /// Negated so the natural order puts the highest priority first (priorities are bounded, so
-    /// negation cannot overflow).
-    pub neg_priority: i32,
-    pub run_at: i64,
-    pub id: i64,
+    hi: u64,
+    lo: u64,
 }
+
+const TIME_BITS: u32 = 43;
+const TIME_MAX: i64 = (1 << TIME_BITS) - 1;
+const LEVEL_MAX: u64 = 2 * MAX_PRIORITY as u64;
 
 impl ReadyKey {
     pub fn new(priority: i32, run_at: Timestamp, id: i64) -> Self {
-        ReadyKey { neg_priority: -priority, run_at: run_at.as_millis(), id }
+        // Both are validated on the way in; the clamps only keep a damaged row's key in range.
+        let level = (MAX_PRIORITY - i64::from(priority).clamp(-MAX_PRIORITY, MAX_PRIORITY)) as u64;
+        let time = run_at.as_millis().clamp(0, TIME_MAX) as u64;
+        ReadyKey { hi: level << TIME_BITS | time, lo: id.max(0) as u64 }
+    }
+
+    /// The job's id.
+    pub fn id(self) -> i64 {
+        self.lo as i64
+    }
+
+    /// When it became ready.
+    pub fn run_at(self) -> i64 {
+        (self.hi & TIME_MAX as u64) as i64
+    }
+
+    fn level(self) -> u64 {
+        self.hi >> TIME_BITS
+    }
+
+    /// The first key of the level after this one's, if any.
+    fn next_level(self) -> Option<ReadyKey> {
+        (self.level() < LEVEL_MAX).then(|| ReadyKey { hi: (self.level() + 1) << TIME_BITS, lo: 0 })
     }
 }
 
@@ -134,11 +163,9 @@ impl QueueMem {
         let mut oldest: Option<i64> = None;
         let mut cursor = self.ready.iter().next().copied();
         while let Some(first) = cursor {
-            oldest = Some(oldest.map_or(first.run_at, |o| o.min(first.run_at)));
+            oldest = Some(oldest.map_or(first.run_at(), |o| o.min(first.run_at())));
             // Jump to the next priority level.
-            let next_level =
-                ReadyKey { neg_priority: first.neg_priority.saturating_add(1), run_at: i64::MIN, id: i64::MIN };
-            cursor = if first.neg_priority == i32::MAX { None } else { self.ready.range(next_level..).next().copied() };
+            cursor = first.next_level().and_then(|next| self.ready.range(next..).next().copied());
         }
         oldest.map(Timestamp::from_millis)
     }
@@ -317,9 +344,29 @@ mod tests {
         q.ready.insert(ReadyKey::new(0, Timestamp::from_millis(10), 3));
         q.ready.insert(ReadyKey::new(5, Timestamp::from_millis(30), 2));
         q.ready.insert(ReadyKey::new(0, Timestamp::from_millis(5), 4));
-        let order: Vec<i64> = q.ready.iter().map(|k| k.id).collect();
+        let order: Vec<i64> = q.ready.iter().map(|k| k.id()).collect();
         assert_eq!(order, vec![2, 4, 3]);
         assert_eq!(q.oldest_ready_at(), Some(Timestamp::from_millis(5)));
+        // The lowest and highest priorities are levels too.
+        q.ready.insert(ReadyKey::new(-(MAX_PRIORITY as i32), Timestamp::from_millis(1), 9));
+        q.ready.insert(ReadyKey::new(MAX_PRIORITY as i32, Timestamp::from_millis(50), 8));
+        assert_eq!(q.ready.first().map(|k| k.id()), Some(8));
+        assert_eq!(q.ready.last().map(|k| k.id()), Some(9));
+        assert_eq!(q.oldest_ready_at(), Some(Timestamp::from_millis(1)));
+    }
+
+    proptest::proptest! {
+        /// Packed keys sort as (highest priority, earliest time, lowest id) would.
+        #[test]
+        fn packed_keys_sort_as_their_parts(
+            a in (-MAX_PRIORITY..=MAX_PRIORITY, 0i64..=TIME_MAX, 0i64..i64::MAX),
+            b in (-MAX_PRIORITY..=MAX_PRIORITY, 0i64..=TIME_MAX, 0i64..i64::MAX),
+        ) {
+            let key = |(p, t, id): (i64, i64, i64)| ReadyKey::new(p as i32, Timestamp::from_millis(t), id);
+            let (ka, kb) = (key(a), key(b));
+            proptest::prop_assert_eq!(ka.cmp(&kb), (-a.0, a.1, a.2).cmp(&(-b.0, b.1, b.2)));
+            proptest::prop_assert_eq!((ka.id(), ka.run_at()), (a.2, a.1));
+        }
     }
 
     #[test]
