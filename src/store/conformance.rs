@@ -506,6 +506,7 @@ pub async fn dead_after_max_attempts(h: &Harness) {
             kind: None,
             error: None,
             from: None,
+            scan: None,
             limit: 10,
             cursor: None,
         })
@@ -520,6 +521,7 @@ pub async fn dead_after_max_attempts(h: &Harness) {
             kind: None,
             error: Some(text.into()),
             from: None,
+            scan: None,
             limit: 10,
             cursor: None,
         })
@@ -778,6 +780,7 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
             kind: None,
             error: None,
             from: None,
+            scan: None,
             limit,
             cursor,
         })
@@ -797,6 +800,7 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
             kind: Some("odd".into()),
             error: None,
             from: None,
+            scan: None,
             limit: 10,
             cursor: None,
         })
@@ -812,12 +816,36 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
             kind: None,
             error: None,
             from: Some(ids[1]),
+            scan: None,
             limit: 10,
             cursor: Some(ids[4]),
         })
         .await
         .unwrap();
     assert_eq!(range.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[2], ids[1]]);
+    // A bounded scan: two ready jobs examined per call, so a rare kind is found a page at a
+    // time, each page ending where its scan did.
+    let scanned = |cursor| {
+        h.store.job_list(JobListParams {
+            queue: q("q"),
+            state: Some(JobState::Ready),
+            kind: Some("odd".into()),
+            error: None,
+            from: None,
+            scan: Some(2),
+            limit: 10,
+            cursor,
+        })
+    };
+    let first = scanned(None).await.unwrap();
+    assert_eq!((first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), first.next_cursor), (vec![ids[3]], Some(ids[3])));
+    let second = scanned(first.next_cursor).await.unwrap();
+    assert_eq!(
+        (second.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), second.next_cursor),
+        (vec![ids[1]], Some(ids[1]))
+    );
+    let last = scanned(second.next_cursor).await.unwrap();
+    assert_eq!((last.jobs.len(), last.next_cursor), (0, None), "ids[0] is running, not ready");
     let missing = h
         .store
         .job_list(JobListParams {
@@ -826,6 +854,7 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
             kind: None,
             error: None,
             from: None,
+            scan: None,
             limit: 10,
             cursor: None,
         })

@@ -202,6 +202,10 @@ pub struct JobListParams {
     pub limit: u32,
     /// Only this one and newer ones (a creation-time bound: [`JobId::floor_at`]).
     pub from: Option<JobId>,
+    /// Examine at most this many jobs (of each state, where a store keeps a range per state),
+    /// so a filter that matches little cannot make one call read a whole queue: the page may
+    /// then hold fewer than `limit` jobs and a `next_cursor` to go on from. `None`: no bound.
+    pub scan: Option<u32>,
     /// Only jobs older than this one (the previous page's `next_cursor`).
     pub cursor: Option<JobId>,
 }

@@ -113,6 +113,10 @@ pub async fn get(
 /// The longest text an error filter may search for.
 const MAX_ERROR_FILTER: usize = 256;
 
+/// Jobs a filtered listing examines at most (per state on the embedded store): a filter that
+/// matches little must not make one request read a whole queue.
+const MAX_FILTER_SCAN: u32 = 2_000;
+
 /// A queue's jobs, newest first, a page at a time.
 #[utoipa::path(
     get, path = "/v1/queues/{queue}/jobs", tag = "jobs",
@@ -147,6 +151,7 @@ pub async fn list(
     if error.as_ref().is_some_and(|e| e.chars().count() > MAX_ERROR_FILTER) {
         return Err(crate::core::Invalid::new("error", format!("must be at most {MAX_ERROR_FILTER} characters")).into());
     }
+    let scan = (query.kind.is_some() || error.is_some()).then_some(MAX_FILTER_SCAN);
     let page = state
         .store
         .job_list(JobListParams {
@@ -155,6 +160,7 @@ pub async fn list(
             kind: query.kind,
             error,
             from,
+            scan,
             limit: limit as u32,
             cursor,
         })

@@ -1470,7 +1470,20 @@ impl Store for PgStore {
         }
         let state = params.state.map(|s| s.as_str());
         let before = params.cursor.map_or(i64::MAX, JobId::raw);
-        let from = params.from.map_or(0, JobId::raw);
+        let mut from = params.from.map_or(0, JobId::raw);
+        // A bounded scan stops at the `scan`-th job: the page covers the ids from there up.
+        let mut scan_end = None;
+        if let Some(scan) = params.scan.filter(|&n| n > 0) {
+            let offset = i64::from(scan - 1);
+            let end = db!(client.query_opt(
+                &prep!(client, sql::JOB_LIST_SCAN_END),
+                &[&params.queue.as_str(), &state, &before, &from, &offset]
+            ));
+            if let Some(end) = end {
+                from = end.get(0);
+                scan_end = Some(from);
+            }
+        }
         let limit = i64::from(params.limit) + 1;
         let rows = db!(client.query(
             &prep!(client, sql::JOB_LIST),
@@ -1481,7 +1494,7 @@ impl Store for PgStore {
             jobs.truncate(params.limit as usize);
             jobs.last().map(|j| j.id)
         } else {
-            None
+            scan_end.map(JobId::from_raw)
         };
         Ok(JobPage { jobs, next_cursor })
     }

@@ -189,6 +189,11 @@ pub(super) const JOB_LIST: &str = concat!(
      AND ($6::text IS NULL OR strpos(lower(errors), lower($6)) > 0) AND id >= $7 ORDER BY id DESC LIMIT $5"
 );
 
+/// The id of the `$5`-th newest job of a queue (of a state, if given) below `$3` and at least
+/// `$4` (`$5` counted from 0): where a bounded scan of a listing stops.
+pub(super) const JOB_LIST_SCAN_END: &str = "SELECT id FROM wharf.jobs WHERE queue = $1 \
+     AND ($2::text IS NULL OR state = $2) AND id < $3 AND id >= $4 ORDER BY id DESC LIMIT 1 OFFSET $5";
+
 /// Extends a lease the caller holds, recording progress when given (only progress is an
 /// event, so only progress bumps the version).
 pub(super) const LEASE_HEARTBEAT: &str = "UPDATE wharf.jobs SET lease_expires_at = $4 + COALESCE($5, lease_ms), \

@@ -980,21 +980,41 @@ impl Engine {
         let from = params.from.map_or(0, JobId::raw);
         let limit = i64::from(params.limit);
         let mut stmt = self.conn.prepare_cached(sql::JOB_LIST_STATE)?;
+        let mut scan_end = self.conn.prepare_cached(sql::JOB_LIST_SCAN_END)?;
         // One index range per state, merged: newest first across states without a sort of the
-        // whole queue.
+        // whole queue. A bounded scan of a state stops at its `scan`-th job: every id from the
+        // highest of those ends up was examined in every state.
         let mut jobs = Vec::new();
+        let mut examined_down_to: Option<i64> = None;
         for state in states {
+            let mut lowest = from;
+            if let Some(scan) = params.scan.filter(|&n| n > 0) {
+                let end: Option<i64> = scan_end
+                    .query_row(params![params.queue.as_str(), state.as_str(), before, from, scan - 1], |r| r.get(0))
+                    .optional()?;
+                if let Some(end) = end {
+                    lowest = end;
+                    examined_down_to = Some(examined_down_to.map_or(end, |e| e.max(end)));
+                }
+            }
             let rows = stmt.query_map(
-                params![params.queue.as_str(), state.as_str(), before, params.kind, limit, params.error, from],
+                params![params.queue.as_str(), state.as_str(), before, params.kind, limit, params.error, lowest],
                 rows::summary,
             )?;
             for row in rows {
                 jobs.push(row?);
             }
         }
+        if let Some(cut) = examined_down_to {
+            jobs.retain(|j| j.id.raw() >= cut);
+        }
         jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
         jobs.truncate(params.limit as usize);
-        let next_cursor = if jobs.len() == params.limit as usize { jobs.last().map(|j| j.id) } else { None };
+        let next_cursor = if jobs.len() == params.limit as usize {
+            jobs.last().map(|j| j.id)
+        } else {
+            examined_down_to.map(JobId::from_raw)
+        };
         Ok(Ok(JobPage { jobs, next_cursor }))
     }
 

@@ -129,6 +129,11 @@ pub(super) const JOB_LIST_STATE: &str = concat!(
      AND (?6 IS NULL OR instr(lower(errors), lower(?6)) > 0) AND id >= ?7 ORDER BY id DESC LIMIT ?5"
 );
 
+/// The id of the `?5`-th newest job of a queue in a state below `?3` and at least `?4` (`?5`
+/// counted from 0): where a bounded scan of a listing stops.
+pub(super) const JOB_LIST_SCAN_END: &str =
+    "SELECT id FROM jobs WHERE queue = ?1 AND state = ?2 AND id < ?3 AND id >= ?4 ORDER BY id DESC LIMIT 1 OFFSET ?5";
+
 /// What a lease hands the worker, read just before the lease is written, with the state the
 /// lease must leave (the ready index says `ready`; the transition checks).
 pub(super) const JOB_LEASE_READ: &str = "SELECT kind, payload, attempt, max_attempts, timeout_ms, metadata, priority, \
