@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::{Clock, Timestamp};
-use crate::metrics::{LatencyHistogram, QueueMetrics};
+use crate::metrics::{LatencyHistogram, QueueCounters};
 use crate::store::Store;
 use rates::{Attempts, Rates};
 
@@ -86,19 +86,19 @@ impl Stats {
     /// Reads every queue's histograms at `now`: the percentiles of what was observed since
     /// the previous reading make the point of the step that just ended. The histograms start
     /// empty with the server, so a queue's first reading is all it has seen.
-    pub fn sample(&self, queues: &[QueueMetrics], now: Timestamp) {
+    pub fn sample(&self, queues: &[(String, QueueCounters)], now: Timestamp) {
         let step = now.as_millis().div_euclid(STEP_MS) - 1;
         let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
-        for q in queues {
-            let entry = latencies.entry(q.queue.clone()).or_insert_with(|| QueueLatency {
+        for (queue, counters) in queues {
+            let entry = latencies.entry(queue.clone()).or_insert_with(|| QueueLatency {
                 wait: LatencyHistogram::default(),
                 run: LatencyHistogram::default(),
                 points: VecDeque::new(),
             });
-            let wait = Quantiles::of(&q.counters.wait.since(&entry.wait));
-            let run = Quantiles::of(&q.counters.run.since(&entry.run));
-            entry.wait.clone_from(&q.counters.wait);
-            entry.run.clone_from(&q.counters.run);
+            let wait = Quantiles::of(&counters.wait.since(&entry.wait));
+            let run = Quantiles::of(&counters.run.since(&entry.run));
+            entry.wait.clone_from(&counters.wait);
+            entry.run.clone_from(&counters.run);
             if wait.is_some() || run.is_some() {
                 entry.points.push_back((step, wait, run));
             }
@@ -108,7 +108,7 @@ impl Stats {
         }
         // A deleted queue's figures go with it.
         if latencies.len() > queues.len() {
-            let names: std::collections::HashSet<&str> = queues.iter().map(|q| q.queue.as_str()).collect();
+            let names: std::collections::HashSet<&str> = queues.iter().map(|(queue, _)| queue.as_str()).collect();
             latencies.retain(|name, _| names.contains(name.as_str()));
         }
     }
@@ -151,8 +151,8 @@ pub async fn sample(store: Arc<dyn Store>, stats: Arc<Stats>, clock: Arc<dyn Clo
             () = tokio::time::sleep(until_next) => {}
             () = shutdown.cancelled() => return,
         }
-        match store.metrics().await {
-            Ok(snapshot) => stats.sample(&snapshot.queues, clock.now()),
+        match store.queue_counters().await {
+            Ok(counters) => stats.sample(&counters, clock.now()),
             // The next step tries again; its point covers both.
             Err(err) => tracing::debug!(error = %err, "queue statistics: cannot read the store's figures"),
         }
@@ -162,9 +162,7 @@ pub async fn sample(store: Arc<dyn Store>, stats: Arc<Stats>, clock: Arc<dyn Clo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::QueueCounters;
-
-    fn reading(queue: &str, waits_ms: &[u64], runs_ms: &[u64]) -> QueueMetrics {
+    fn reading(queue: &str, waits_ms: &[u64], runs_ms: &[u64]) -> (String, QueueCounters) {
         let mut counters = QueueCounters::default();
         for &ms in waits_ms {
             counters.wait.observe_ms(ms);
@@ -172,7 +170,7 @@ mod tests {
         for &ms in runs_ms {
             counters.run.observe_ms(ms);
         }
-        QueueMetrics { queue: queue.to_owned(), counters, ..QueueMetrics::default() }
+        (queue.to_owned(), counters)
     }
 
     #[test]

@@ -42,13 +42,10 @@ pub struct Rates {
 impl Rates {
     /// Counts one event: a failed attempt (its change carries the error) or a success.
     pub fn record(&self, event: &JobEvent) {
-        if event.kind != EventKind::State {
+        if !ends_an_attempt(event) {
             return;
         }
         let failed = event.error.is_some();
-        if !failed && event.state != JobState::Succeeded {
-            return;
-        }
         let at_s = event.at.as_millis().div_euclid(1000);
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let seconds = queues.entry(Arc::clone(&event.queue)).or_default();

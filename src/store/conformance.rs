@@ -99,6 +99,20 @@ fn q(name: &str) -> QueueName {
     QueueName::parse(name).expect("test queue names are valid")
 }
 
+/// A listing of `queue`: every state, no filter, ten from the newest.
+fn listing(queue: &str) -> JobListParams {
+    JobListParams {
+        queue: q(queue),
+        state: None,
+        kind: None,
+        error: None,
+        from: None,
+        scan: None,
+        limit: 10,
+        cursor: None,
+    }
+}
+
 fn job(queue: &str, kind: &str) -> NewJob {
     NewJob {
         queue: q(queue),
@@ -498,33 +512,11 @@ pub async fn dead_after_max_attempts(h: &Harness) {
     assert_eq!((dead.attempt, dead.errors.len()), (3, 3));
     assert!(dead.finished_at.is_some());
     assert!(lease(h, "q", 1).await.is_empty());
-    let page = h
-        .store
-        .job_list(JobListParams {
-            queue: q("q"),
-            state: Some(JobState::Dead),
-            kind: None,
-            error: None,
-            from: None,
-            scan: None,
-            limit: 10,
-            cursor: None,
-        })
-        .await
-        .unwrap();
+    let page = h.store.job_list(JobListParams { state: Some(JobState::Dead), ..listing("q") }).await.unwrap();
     assert_eq!(page.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
     // Found by the text of its errors, whatever the case; not by text they lack.
     let by_error = |text: &str| {
-        h.store.job_list(JobListParams {
-            queue: q("q"),
-            state: Some(JobState::Dead),
-            kind: None,
-            error: Some(text.into()),
-            from: None,
-            scan: None,
-            limit: 10,
-            cursor: None,
-        })
+        h.store.job_list(JobListParams { state: Some(JobState::Dead), error: Some(text.into()), ..listing("q") })
     };
     assert_eq!(by_error("BOO").await.unwrap().jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
     assert!(by_error("smtp").await.unwrap().jobs.is_empty());
@@ -773,18 +765,7 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
     }
     let leased = lease_one(h, "q").await;
     assert_eq!(leased.id, ids[0]);
-    let page = |cursor, limit| {
-        h.store.job_list(JobListParams {
-            queue: q("q"),
-            state: None,
-            kind: None,
-            error: None,
-            from: None,
-            scan: None,
-            limit,
-            cursor,
-        })
-    };
+    let page = |cursor, limit| h.store.job_list(JobListParams { limit, cursor, ..listing("q") });
     let first = page(None, 2).await.unwrap();
     assert_eq!(first.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
     let second = page(first.next_cursor, 2).await.unwrap();
@@ -794,47 +775,23 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
     assert_eq!(last.next_cursor, None);
     let odd = h
         .store
-        .job_list(JobListParams {
-            queue: q("q"),
-            state: Some(JobState::Ready),
-            kind: Some("odd".into()),
-            error: None,
-            from: None,
-            scan: None,
-            limit: 10,
-            cursor: None,
-        })
+        .job_list(JobListParams { state: Some(JobState::Ready), kind: Some("odd".into()), ..listing("q") })
         .await
         .unwrap();
     assert_eq!(odd.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[1]]);
     // A lower bound (what a creation-time range becomes), with the upper one a cursor.
-    let range = h
-        .store
-        .job_list(JobListParams {
-            queue: q("q"),
-            state: None,
-            kind: None,
-            error: None,
-            from: Some(ids[1]),
-            scan: None,
-            limit: 10,
-            cursor: Some(ids[4]),
-        })
-        .await
-        .unwrap();
+    let range =
+        h.store.job_list(JobListParams { from: Some(ids[1]), cursor: Some(ids[4]), ..listing("q") }).await.unwrap();
     assert_eq!(range.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[3], ids[2], ids[1]]);
     // A bounded scan: two ready jobs examined per call, so a rare kind is found a page at a
     // time, each page ending where its scan did.
     let scanned = |cursor| {
         h.store.job_list(JobListParams {
-            queue: q("q"),
             state: Some(JobState::Ready),
             kind: Some("odd".into()),
-            error: None,
-            from: None,
             scan: Some(2),
-            limit: 10,
             cursor,
+            ..listing("q")
         })
     };
     let first = scanned(None).await.unwrap();
@@ -846,19 +803,7 @@ pub async fn listing_is_newest_first_with_cursors(h: &Harness) {
     );
     let last = scanned(second.next_cursor).await.unwrap();
     assert_eq!((last.jobs.len(), last.next_cursor), (0, None), "ids[0] is running, not ready");
-    let missing = h
-        .store
-        .job_list(JobListParams {
-            queue: q("nope"),
-            state: None,
-            kind: None,
-            error: None,
-            from: None,
-            scan: None,
-            limit: 10,
-            cursor: None,
-        })
-        .await;
+    let missing = h.store.job_list(listing("nope")).await;
     assert_eq!(missing, Err(StoreError::QueueNotFound(q("nope"))));
 }
 

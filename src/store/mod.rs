@@ -25,7 +25,7 @@ use crate::core::state::IllegalTransition;
 use crate::core::{
     Invalid, Job, JobId, JobState, LeaseToken, NewJob, QueueName, QueuePolicy, QueuePolicyPatch, Timestamp,
 };
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::{MetricsSnapshot, QueueCounters};
 
 mod columns;
 pub mod postgres;
@@ -600,6 +600,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts and totals for `/metrics`.
     async fn metrics(&self) -> StoreResult<MetricsSnapshot>;
+
+    /// Each queue's running totals alone (what the latency charts read every few seconds):
+    /// a store whose totals are in memory answers without the counting `metrics` does.
+    async fn queue_counters(&self) -> StoreResult<Vec<(String, QueueCounters)>> {
+        Ok(self.metrics().await?.queues.into_iter().map(|q| (q.queue, q.counters)).collect())
+    }
 
     /// Succeeds if the store can serve requests.
     async fn ping(&self) -> StoreResult<()>;

@@ -1956,6 +1956,12 @@ impl Store for PgStore {
         Ok(MetricsSnapshot { queues, workers_connected: workers, store })
     }
 
+    async fn queue_counters(&self) -> StoreResult<Vec<(String, QueueCounters)>> {
+        // This node's totals, in memory: no count over the jobs table.
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(counters.iter().map(|(queue, c)| (queue.clone(), c.clone())).collect())
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let client = self.client().await?;
         db!(client.query_one("SELECT 1", &[]));
