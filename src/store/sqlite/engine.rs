@@ -1032,7 +1032,7 @@ impl Engine {
                 if room[pos] == 0 {
                     continue;
                 }
-                if let Some(&head) = self.mem.queues[i].ready.first()
+                if let Some(head) = self.mem.queues[i].ready.first()
                     && best.is_none_or(|(_, b)| head < b)
                 {
                     best = Some((pos, head));
@@ -1724,8 +1724,11 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<(Memory, i64)> {
         let ready = stmt.query_map([&name], |row| {
             Ok(ReadyKey::new(row.get(1)?, Timestamp::from_millis(row.get(2)?), row.get(0)?))
         })?;
+        // In order, so each key extends the last run and the runs come out full.
+        let mut ready = ready.collect::<rusqlite::Result<Vec<_>>>()?;
+        ready.sort_unstable();
         for key in ready {
-            mem.queues[i].ready.insert(key?);
+            mem.queues[i].ready.insert(key);
         }
         let mut stmt = conn.prepare(sql::SCHEDULED_OF_QUEUE)?;
         let scheduled = stmt.query_map([&name], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(0)?)))?;

@@ -14,6 +14,8 @@ use crate::core::{JobState, LeaseToken, QueueName, QueuePolicy, Timestamp};
 use crate::metrics::QueueCounters;
 use crate::store::WorkerPresence;
 
+use super::ready::ReadySet;
+
 /// Orders ready jobs: highest priority first, then earliest ready time, then lowest id.
 ///
 /// Sixteen bytes, since a million ready jobs are a million keys: the high word holds the
@@ -89,7 +91,7 @@ pub(super) struct QueueMem {
     /// The name shared with events without copying.
     pub shared_name: Arc<str>,
     pub policy: QueuePolicy,
-    pub ready: BTreeSet<ReadyKey>,
+    pub ready: ReadySet,
     /// Jobs per state, indexed by `JobState::index`.
     pub counts: [u64; 6],
     pub counters: QueueCounters,
@@ -102,7 +104,7 @@ impl QueueMem {
             shared_name: Arc::from(name.as_str()),
             name,
             policy,
-            ready: BTreeSet::new(),
+            ready: ReadySet::new(),
             counts: [0; 6],
             counters: QueueCounters::default(),
             bucket: None,
@@ -161,11 +163,11 @@ impl QueueMem {
     /// The earliest ready time among ready jobs: the first key of each priority level.
     pub fn oldest_ready_at(&self) -> Option<Timestamp> {
         let mut oldest: Option<i64> = None;
-        let mut cursor = self.ready.iter().next().copied();
+        let mut cursor = self.ready.first();
         while let Some(first) = cursor {
             oldest = Some(oldest.map_or(first.run_at(), |o| o.min(first.run_at())));
             // Jump to the next priority level.
-            cursor = first.next_level().and_then(|next| self.ready.range(next..).next().copied());
+            cursor = first.next_level().and_then(|next| self.ready.first_from(next));
         }
         oldest.map(Timestamp::from_millis)
     }

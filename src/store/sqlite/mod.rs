@@ -32,6 +32,7 @@ use crate::store::{
 mod checkpoint;
 mod engine;
 mod memory;
+mod ready;
 mod rows;
 mod sql;
 
