@@ -177,6 +177,10 @@ async fn bench_runs_every_measurement_and_its_jobs_reach_the_server() {
             assert!((of_floor - row["jobs_per_second"].as_f64().unwrap() / floor).abs() < 1e-9, "{row}");
         }
     }
+    // Pickup comes with the round trip of a lone request at the same rate, its floor.
+    let settings: Vec<&str> =
+        rows.iter().filter(|r| r["measure"] == "pickup").filter_map(|r| r["setting"].as_str()).collect();
+    assert!(settings.iter().any(|s| s.ends_with("GET /health sent → answered")), "{settings:?}");
     let jobs_of = |name: &str| rows.iter().find(|r| r["measure"] == name).and_then(|r| r["jobs"].as_u64());
     assert_eq!(jobs_of("enqueue"), Some(300));
     assert_eq!(jobs_of("batch"), Some(1000));

@@ -472,8 +472,10 @@ fn stamps(n: u64) -> Arc<Vec<AtomicU64>> {
     Arc::new((0..n).map(|_| AtomicU64::new(0)).collect())
 }
 
-/// Two rows: ready → leased (the job became ready when its enqueue was acknowledged, i.e.
-/// committed), and enqueue sent → leased (which adds the enqueue's own round trip and commit).
+/// Three rows: ready → leased (the job became ready when its enqueue was acknowledged, i.e.
+/// committed), enqueue sent → leased (which adds the enqueue's own round trip and commit), and
+/// `GET /health` at the same rate: the round trip of a request that finds the machine idle,
+/// the floor under the second figure (on a VM, much above the back-to-back floor's).
 async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> anyhow::Result<Vec<BenchRow>> {
     let total = args.pickup_jobs;
     let origin = Instant::now();
@@ -558,7 +560,24 @@ async fn pickup(client: &Client, queue: &str, args: &BenchArgs, quiet: bool) -> 
             &from_ready,
         ),
         row(Measure::Pickup, format!("{} jobs/s; enqueue sent → leased", args.pickup_rate), total, elapsed, &from_send),
+        paced_floor(client, interval, total.min(500)).await?,
     ])
+}
+
+/// `calls` requests of `GET /health`, one each `interval` on one connection.
+async fn paced_floor(client: &Client, interval: Duration, calls: u64) -> anyhow::Result<BenchRow> {
+    let mut conn = client.connect().await?;
+    let mut tick = tokio::time::interval(interval);
+    let mut hist = histogram();
+    let start = Instant::now();
+    for seq in 0..calls {
+        tick.tick().await;
+        let sent = Instant::now();
+        Call::Health.send(&mut conn, seq).await?;
+        let _ = hist.record((sent.elapsed().as_micros() as u64).max(1));
+    }
+    let rate = 1.0 / interval.as_secs_f64();
+    Ok(row(Measure::Pickup, format!("{rate:.0} calls/s; GET /health sent → answered"), calls, start.elapsed(), &hist))
 }
 
 /// Runs pre-enqueued jobs through real `wharf worker` processes until all have succeeded.
