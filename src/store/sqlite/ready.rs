@@ -18,7 +18,6 @@ const RUN: usize = 256;
 #[derive(Debug, Default)]
 pub(super) struct ReadySet {
     runs: VecDeque<VecDeque<ReadyKey>>,
-    len: usize,
 }
 
 impl ReadySet {
@@ -28,11 +27,11 @@ impl ReadySet {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        self.runs.iter().map(VecDeque::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.runs.is_empty()
     }
 
     pub fn first(&self) -> Option<ReadyKey> {
@@ -61,7 +60,6 @@ impl ReadySet {
         let i = self.run_for(key).min(last_run);
         let Some(run) = self.runs.get_mut(i) else {
             self.runs.push_back(Self::run_of(key));
-            self.len += 1;
             return true;
         };
         let Err(pos) = run.binary_search(&key) else { return false };
@@ -80,7 +78,6 @@ impl ReadySet {
             }
             self.runs.insert(i + 1, upper);
         }
-        self.len += 1;
         true
     }
 
@@ -90,7 +87,6 @@ impl ReadySet {
         let Some(run) = self.runs.get_mut(i) else { return false };
         let Ok(pos) = run.binary_search(key) else { return false };
         run.remove(pos);
-        self.len -= 1;
         if run.is_empty() {
             self.runs.remove(i);
         } else if let Some(next_len) = self.runs.get(i + 1).map(VecDeque::len)
