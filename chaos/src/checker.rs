@@ -17,7 +17,9 @@
 //! 5. **Idempotency**: every acknowledgement of a key named the same job, and the server holds
 //!    at most one job per key.
 //! 6. **Released jobs run again at once**: a job released by a draining worker started again
-//!    sooner than a lease timeout.
+//!    sooner than a lease timeout, unless a server crashed (or the database restarted) in
+//!    between: no job starts while the server is down, nor until the workers, backing off,
+//!    reconnect.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -271,10 +273,20 @@ pub fn check(history: &History) -> Verdict {
             *redeliveries.entry(cause).or_default() += 1;
         }
     }
+    // An outage counts when it began before the next run and ended after the release; a
+    // release is logged when the worker hears its answer, which may be a little late.
+    let outages: Vec<(i64, i64)> = history
+        .faults
+        .iter()
+        .filter(|f| matches!(f.kind, FaultKind::ServerCrash | FaultKind::DatabaseRestart))
+        .map(|f| (f.at_ms, f.until_ms))
+        .collect();
+    let outage_between =
+        |from: i64, to: i64| outages.iter().any(|&(began, ended)| ended + RELEASE_LOG_SLACK_MS >= from && began <= to);
     for (job, at) in &releases {
         let next = runs.get(job).and_then(|l| l.iter().find(|e| e.start_ms >= *at));
         match next {
-            Some(e) if (e.start_ms - at) as u64 >= history.lease_ms => bad(
+            Some(e) if (e.start_ms - at) as u64 >= history.lease_ms && !outage_between(*at, e.start_ms) => bad(
                 "released-runs-again-at-once",
                 job,
                 format!(
@@ -406,6 +418,38 @@ mod tests {
         let mut crashed = ran_twice_at_attempt_one();
         crashed.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: 1_100, until_ms: 1_150, worker_pid: None });
         assert!(check(&crashed).valid(), "{}", check(&crashed));
+    }
+
+    #[test]
+    fn a_released_job_must_run_again_within_a_lease_unless_the_server_was_down_meanwhile() {
+        // Released at 1,150 by the first worker, run again at 31,200: a whole lease later.
+        let late = || {
+            let mut history = ran_twice_at_attempt_one();
+            history.executions[1].start_ms = 31_200;
+            history.reports[0].at_ms = 31_300;
+            history.jobs.get_mut("j").expect("job").finished_ms = Some(31_300);
+            history.reports.push(WorkerReport {
+                job: "j".into(),
+                what: Reported::Released,
+                at_ms: 1_150,
+                worker_pid: 10,
+            });
+            history
+        };
+        let verdict = check(&late());
+        assert!(verdict.violations.iter().any(|v| v.property == "released-runs-again-at-once"), "{verdict}");
+
+        // The server crashed after the release: nothing started until it was back.
+        let mut crashed = late();
+        crashed.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: 2_000, until_ms: 2_500, worker_pid: None });
+        assert!(check(&crashed).valid(), "{}", check(&crashed));
+
+        // A crash long before the release does not excuse it.
+        let mut earlier = late();
+        earlier.executions[0].start_ms = -10_000;
+        earlier.faults.push(Fault { kind: FaultKind::ServerCrash, at_ms: -9_000, until_ms: -8_500, worker_pid: None });
+        let verdict = check(&earlier);
+        assert!(verdict.violations.iter().any(|v| v.property == "released-runs-again-at-once"), "{verdict}");
     }
 
     #[test]
