@@ -113,7 +113,7 @@ fn listing(queue: &str) -> JobListParams {
     }
 }
 
-fn job(queue: &str, kind: &str) -> NewJob {
+pub(crate) fn job(queue: &str, kind: &str) -> NewJob {
     NewJob {
         queue: q(queue),
         kind: kind.to_owned(),

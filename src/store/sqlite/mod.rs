@@ -423,7 +423,7 @@ mod tests {
     use crate::core::time::ManualClock;
     use crate::core::{JobState, LeaseToken, NewJob, QueueName};
     use crate::events::{EventBus, RingLimits};
-    use crate::store::conformance::{Harness, START, store_conformance_suite};
+    use crate::store::conformance::{Harness, START, job, store_conformance_suite};
     use crate::store::{JobCompleteParams, JobLeaseParams, LeaseHeartbeatParams, Store, StoreError};
 
     async fn harness() -> Harness {
@@ -451,18 +451,7 @@ mod tests {
     /// A store on `file` with one job leased; the job and its lease.
     async fn one_lease(file: &std::path::Path) -> (SqliteStore, crate::store::LeasedJob) {
         let store = SqliteStore::open(SqliteConfig::new(file), Arc::new(ManualClock::new(START)), bus()).unwrap();
-        let job = NewJob {
-            queue: QueueName::parse("q").unwrap(),
-            kind: "k".into(),
-            payload: "{}".into(),
-            priority: 0,
-            run_at: None,
-            max_attempts: None,
-            timeout_ms: None,
-            idempotency_key: None,
-            metadata: Default::default(),
-        };
-        store.job_insert(job).await.unwrap();
+        store.job_insert(NewJob { payload: "{}".into(), ..job("q", "k") }).await.unwrap();
         let params = JobLeaseParams {
             worker_id: "w".into(),
             presence: Default::default(),
@@ -538,17 +527,7 @@ mod tests {
         assert!(log_len(&file) >= reserved, "the log is given its room at open");
         let mut ids = Vec::new();
         for n in 0..3 {
-            let job = NewJob {
-                queue: QueueName::parse("q").unwrap(),
-                kind: "k".into(),
-                payload: format!("{{\"n\":{n}}}"),
-                priority: 0,
-                run_at: None,
-                max_attempts: None,
-                timeout_ms: None,
-                idempotency_key: None,
-                metadata: Default::default(),
-            };
+            let job = NewJob { payload: format!("{{\"n\":{n}}}"), ..job("q", "k") };
             ids.push(store.job_insert(job).await.unwrap().job.id);
         }
         // SQLite cuts the log to its size limit at the first commit of a log; the room stays.
