@@ -548,6 +548,54 @@ mod tests {
         store.close().await;
     }
 
+    /// A shutdown behind a stream of writes: every write sent before it is done and on disk,
+    /// the parked lease is answered, and what comes after is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_finishes_the_writes_before_it_and_answers_parked_leases() {
+        use futures_util::FutureExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.db");
+        let store = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), bus()).unwrap();
+        let params = JobLeaseParams {
+            worker_id: "w".into(),
+            presence: Default::default(),
+            queues: vec![QueueName::parse("elsewhere").unwrap()],
+            max: 1,
+            wait: Duration::from_secs(600),
+            lease_ms: None,
+            max_bytes: usize::MAX,
+        };
+        // Each call, polled once, has sent its command to the writer: they queue up ahead of the
+        // shutdown in the order made here.
+        let mut parked = Box::pin(store.job_lease(params));
+        assert!((&mut parked).now_or_never().is_none(), "a lease for an empty queue parks");
+        let mut writes: Vec<_> = (0..400)
+            .map(|n| Box::pin(store.job_insert(NewJob { payload: format!("{{\"n\":{n}}}"), ..job("q", "k") })))
+            .collect();
+        let early: Vec<_> = writes.iter_mut().map(|write| write.now_or_never()).collect();
+        tokio::time::timeout(Duration::from_secs(60), store.close()).await.expect("the store closes");
+
+        let parked = tokio::time::timeout(Duration::from_secs(60), parked).await.expect("the parked lease is answered");
+        assert!(parked.is_ok_and(|jobs| jobs.is_empty()), "a parked lease is answered empty at shutdown");
+        let mut ids = Vec::new();
+        for (write, early) in writes.into_iter().zip(early) {
+            let inserted = match early {
+                Some(answer) => answer,
+                None => write.await,
+            };
+            ids.push(inserted.expect("a write sent before the shutdown is done").job.id);
+        }
+        let late = store.job_insert(job("q", "k")).await;
+        assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+        drop(store);
+        let reopened = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), bus()).unwrap();
+        for (n, id) in ids.into_iter().enumerate() {
+            let job = reopened.job_get(id).await.expect("a write done before the shutdown is on disk");
+            assert_eq!(job.payload, format!("{{\"n\":{n}}}"));
+        }
+        reopened.close().await;
+    }
+
     #[tokio::test]
     async fn a_second_server_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
