@@ -131,7 +131,8 @@ async fn enqueue(h: &Harness, new: NewJob) -> JobId {
     h.store.job_insert(new).await.expect("enqueue").job.id
 }
 
-fn lease_params(queue: &str, max: u32) -> JobLeaseParams {
+/// A lease of up to `max` jobs from `queue` by worker `w1`, answered at once.
+pub(crate) fn lease_params(queue: &str, max: u32) -> JobLeaseParams {
     JobLeaseParams {
         worker_id: "w1".into(),
         presence: Default::default(),

@@ -421,9 +421,9 @@ mod tests {
 
     use super::{SqliteConfig, SqliteStore};
     use crate::core::time::ManualClock;
-    use crate::core::{JobState, LeaseToken, NewJob, QueueName};
+    use crate::core::{JobState, LeaseToken, NewJob};
     use crate::events::{EventBus, RingLimits};
-    use crate::store::conformance::{Harness, START, job, store_conformance_suite};
+    use crate::store::conformance::{Harness, START, job, lease_params, store_conformance_suite};
     use crate::store::{JobCompleteParams, JobLeaseParams, LeaseHeartbeatParams, Store, StoreError};
 
     async fn harness() -> Harness {
@@ -452,16 +452,7 @@ mod tests {
     async fn one_lease(file: &std::path::Path) -> (SqliteStore, crate::store::LeasedJob) {
         let store = SqliteStore::open(SqliteConfig::new(file), Arc::new(ManualClock::new(START)), bus()).unwrap();
         store.job_insert(NewJob { payload: "{}".into(), ..job("q", "k") }).await.unwrap();
-        let params = JobLeaseParams {
-            worker_id: "w".into(),
-            presence: Default::default(),
-            queues: vec![QueueName::parse("q").unwrap()],
-            max: 1,
-            wait: Duration::ZERO,
-            lease_ms: None,
-            max_bytes: usize::MAX,
-        };
-        let leased = store.job_lease(params).await.unwrap().pop().expect("one job");
+        let leased = store.job_lease(lease_params("q", 1)).await.unwrap().pop().expect("one job");
         (store, leased)
     }
 
@@ -556,15 +547,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wharf.db");
         let store = SqliteStore::open(SqliteConfig::new(&file), Arc::new(ManualClock::new(START)), bus()).unwrap();
-        let params = JobLeaseParams {
-            worker_id: "w".into(),
-            presence: Default::default(),
-            queues: vec![QueueName::parse("elsewhere").unwrap()],
-            max: 1,
-            wait: Duration::from_secs(600),
-            lease_ms: None,
-            max_bytes: usize::MAX,
-        };
+        let params = JobLeaseParams { wait: Duration::from_secs(600), ..lease_params("elsewhere", 1) };
         // Each call, polled once, has sent its command to the writer: they queue up ahead of the
         // shutdown in the order made here.
         let mut parked = Box::pin(store.job_lease(params));
